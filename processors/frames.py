@@ -1,0 +1,25 @@
+"""Frames this project adds to pipecat's set."""
+
+from dataclasses import dataclass, field
+
+from pipecat.frames.frames import DataFrame
+
+
+@dataclass
+class PhonemeTimingFrame(DataFrame):
+    """Phoneme timing for the TTS audio that immediately follows this frame.
+
+    A TTS service that knows its phoneme timing (piper) pushes one of these
+    just before the ``TTSAudioRawFrame``s of the same sentence. The replica
+    renderer lines the phonemes up with the audio samples that follow it.
+
+    Parameters:
+        phonemes: ``(phoneme, num_samples)`` pairs in order, IPA symbols as
+            espeak-ng writes them (a space or punctuation is a pause).
+        sample_rate: Sample rate the sample counts refer to.
+        context_id: The TTS context the audio belongs to.
+    """
+
+    phonemes: list[tuple[str, int]] = field(default_factory=list)
+    sample_rate: int = 22050
+    context_id: str | None = None
