@@ -284,8 +284,8 @@ class LlamaServer:
             self._output_tail.append(line)
             logger.trace(f"{self}: {line}")
 
-    def _tail(self) -> str:
-        return "\n".join(self._output_tail) or "(no output)"
+    def _tail(self, lines: int = 20) -> str:
+        return "\n".join(list(self._output_tail)[-lines:]) or "(no output)"
 
     async def _wait_healthy(self) -> None:
         assert self._process is not None

@@ -1,0 +1,187 @@
+"""LlamaServer on the real llama-server binary (built by scripts/setup.sh) and the packaged GGUF."""
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from processors.llm.llama_server import (
+    LlamaServer,
+    LlamaServerError,
+    LlamaServerNotBuiltError,
+    find_llama_server,
+    llama_server_cache_path,
+)
+from bot.settings import get_settings
+from processors.weights import llm_gguf
+
+pytestmark = pytest.mark.integration
+
+# About 150 tokens each; they differ from the first word so neither is a prefix of the other.
+TUTOR_PROMPT = (
+    "You are Ava, a friendly conversational English tutor on a video call. You speak with "
+    "learners who are practising everyday conversation. Answer in one or two short spoken "
+    "sentences, never lists, markdown, emoji or code. Be warm and encouraging, ask one simple "
+    "follow-up question to keep the learner talking, and gently correct a mistake by repeating "
+    "the sentence correctly. If the learner asks about grammar, give a short example instead of "
+    "a rule. Keep a relaxed, natural tone, use contractions, and avoid long words. If you do not "
+    "understand, say so briefly and ask the learner to say it again. Never mention that you are "
+    "a language model. Stay on the topic the learner chooses, and praise real effort."
+)
+COACH_PROMPT = (
+    "Max is your name, and you coach people on public speaking over a video call. Your replies "
+    "are spoken aloud, so keep them to one or two short sentences with no lists or formatting. "
+    "Be direct but kind: point out one thing that worked and one thing to try next. Ask the "
+    "speaker a single question at the end of each reply so they keep practising. Use plain "
+    "everyday words, contractions, and a calm voice. When the speaker seems nervous, suggest a "
+    "breathing or pacing trick in a few words. Do not lecture, do not repeat yourself, and never "
+    "say you are an AI. If a question is off topic, answer it in one sentence and steer back to "
+    "speaking practice with a friendly question about their next talk or presentation."
+)
+
+
+@pytest.fixture(scope="module")
+def cache_dir() -> Path:
+    return get_settings().cvi_cache_dir.expanduser()
+
+
+@pytest.fixture(scope="module")
+def binary(cache_dir: Path) -> Path:
+    return find_llama_server(cache_dir)
+
+
+@pytest.fixture(scope="module")
+def model(cache_dir: Path) -> Path:
+    return llm_gguf(None, cache_dir=cache_dir)
+
+
+def _processes_with(needle: str) -> list[int]:
+    """Pids whose command line mentions ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle.encode() in cmdline and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def _first_token_seconds(base_url: str, system: str, user: str) -> tuple[float, str]:
+    """Seconds until the first streamed content token, and the whole answer."""
+    body = {
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        "max_tokens": 40,
+        "temperature": 0.0,
+        "stream": True,
+    }
+    started = time.monotonic()
+    first = None
+    text = []
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        async with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                if delta:
+                    first = first or time.monotonic() - started
+                    text.append(delta)
+    assert first is not None, "no content streamed"
+    return first, "".join(text)
+
+
+async def test_serves_chat_completions_and_stops_without_leftovers(binary: Path, model: Path):
+    server = LlamaServer(binary=binary, model=model)
+    await server.start()
+    pid = server.pid
+    try:
+        assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
+        async with httpx.AsyncClient(timeout=60.0) as client:
+            health = await client.get(server.base_url.removesuffix("/v1") + "/health")
+            assert health.json() == {"status": "ok"}
+            response = await client.post(
+                f"{server.base_url}/chat/completions",
+                json={
+                    "messages": [{"role": "user", "content": "What is the capital of France? One word."}],
+                    "max_tokens": 10,
+                    "temperature": 0.0,
+                },
+            )
+        answer = response.json()["choices"][0]["message"]["content"]
+        assert "paris" in answer.lower()
+    finally:
+        await server.stop()
+    assert pid is not None and _gone(pid)
+    assert server.pid is None
+    await server.stop()  # a second stop is harmless
+
+
+async def test_warm_system_prompt_makes_the_first_token_faster(binary: Path, model: Path):
+    async with LlamaServer(binary=binary, model=model) as server:
+        cold, cold_answer = await _first_token_seconds(server.base_url, TUTOR_PROMPT, "Hi! How are you today?")
+        await server.warm(COACH_PROMPT)
+        warm, warm_answer = await _first_token_seconds(server.base_url, COACH_PROMPT, "Hi! How are you today?")
+    assert cold_answer.strip() and warm_answer.strip()
+    assert warm < cold, f"first token after warm-up {warm:.3f} s, cold {cold:.3f} s"
+
+
+async def test_context_manager_stops_the_process_group(binary: Path, model: Path):
+    async with LlamaServer(binary=binary, model=model, parallel=1, ctx_size=1024) as server:
+        pid = server.pid
+        assert pid is not None and os.getpgid(pid) == pid, "server should lead its own process group"
+    assert _gone(pid)
+
+
+async def test_bogus_model_fails_with_the_servers_own_words_and_leaves_nothing(binary: Path, tmp_path: Path):
+    bogus = tmp_path / "bogus-model.gguf"
+    bogus.write_bytes(b"GGUF" + b"\0" * 4096)
+    server = LlamaServer(binary=binary, model=bogus, start_timeout=60)
+    with pytest.raises(LlamaServerError) as err:
+        await server.start()
+    message = str(err.value)
+    assert "exited with code" in message and "last output" in message
+    assert "bogus-model.gguf" in message or "failed to load" in message.lower()
+    assert server.pid is None
+    assert _processes_with(str(bogus)) == []
+
+
+async def test_start_timeout_kills_the_server(binary: Path, model: Path):
+    server = LlamaServer(binary=binary, model=model, start_timeout=0.01)
+    with pytest.raises(LlamaServerError, match="not healthy after"):
+        await server.start()
+    await asyncio.sleep(0)
+    assert server.pid is None
+    assert _processes_with(f"--port {server.port}".replace(" ", "\0")) == []
+
+
+async def test_missing_binary_or_model_are_clear_errors(binary: Path, model: Path, tmp_path: Path):
+    with pytest.raises(LlamaServerNotBuiltError, match="run scripts/setup.sh"):
+        await LlamaServer(binary=tmp_path / "llama-server", model=model).start()
+    with pytest.raises(LlamaServerError, match="does not exist"):
+        await LlamaServer(binary=binary, model=tmp_path / "absent.gguf").start()
+
+
+def test_find_llama_server(binary: Path, cache_dir: Path, tmp_path: Path):
+    assert binary == llama_server_cache_path(cache_dir)
+    assert find_llama_server(tmp_path, explicit=binary) == binary
+    with pytest.raises(LlamaServerNotBuiltError, match="run scripts/setup.sh"):
+        find_llama_server(tmp_path)
+    with pytest.raises(LlamaServerNotBuiltError, match="not an executable"):
+        find_llama_server(tmp_path, explicit=tmp_path / "nope")
