@@ -1,0 +1,340 @@
+"""The talking head: a portrait warped into a pose, frame by frame.
+
+:class:`FaceRig` turns a :class:`FacePose` (mouth shape, eyelids, gaze,
+head motion) into an RGB frame. Only the regions that move are warped: the
+mouth and jaw, and each eye, with ``cv2.remap`` on displacement fields built
+from precomputed grids; an open mouth gets a painted inside (dark cavity,
+teeth, tongue). A small affine warp of the whole frame adds head motion and
+breathing.
+
+:class:`IdleMotion` makes the face alive while listening: blinks at 2-6 s
+intervals, breathing, slow head sway and small gaze shifts. Both are pure
+functions of the time they are given, so they can be driven by any clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from processors.replica.assets import FaceLandmarks, Replica
+
+
+@dataclass
+class FacePose:
+    """Everything that moves in one frame.
+
+    Parameters:
+        mouth: ``[open, width, teeth, tongue]`` (see ``MouthShape``).
+        blink: Eyelid closure, 0 open to 1 closed.
+        gaze: Iris offset ``(x, y)`` in units of the eye's half size, -1..1.
+        head: ``(dx_px, dy_px, roll_deg, scale)`` applied to the whole frame.
+    """
+
+    mouth: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    blink: float = 0.0
+    gaze: tuple[float, float] = (0.0, 0.0)
+    head: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+
+
+def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+class _Region:
+    """A rectangle of the frame with its pixel coordinates as float32 grids."""
+
+    def __init__(self, x0: float, y0: float, x1: float, y1: float, width: int, height: int):
+        self.x0 = max(0, int(math.floor(x0)))
+        self.y0 = max(0, int(math.floor(y0)))
+        self.x1 = min(width, int(math.ceil(x1)))
+        self.y1 = min(height, int(math.ceil(y1)))
+        self.xs = np.arange(self.x0, self.x1, dtype=np.float32)
+        self.ys = np.arange(self.y0, self.y1, dtype=np.float32)
+        self.gx, self.gy = np.meshgrid(self.xs, self.ys)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+
+class FaceRig:
+    """Renders a replica's portrait in a given pose.
+
+    Args:
+        replica: The replica (portrait and landmarks).
+        size: Output ``(width, height)``; the portrait is scaled to fit.
+    """
+
+    # Cavity colours (RGB).
+    _CAVITY = np.array([52, 16, 20], np.float32)
+    _CAVITY_BACK = np.array([22, 6, 8], np.float32)
+    _TEETH = np.array([236, 230, 218], np.float32)
+    _TONGUE = np.array([196, 92, 98], np.float32)
+    _LASH = np.array([38, 28, 26], np.float32)
+
+    def __init__(self, replica: Replica, size: tuple[int, int] = (512, 512)):
+        width, height = size
+        portrait = replica.portrait
+        ph, pw = portrait.shape[:2]
+        factor = min(width / pw, height / ph)
+        landmarks = replica.landmarks.scaled(factor)
+        scaled = cv2.resize(portrait, (round(pw * factor), round(ph * factor)), interpolation=cv2.INTER_AREA)
+        base = np.zeros((height, width, 3), np.uint8)
+        oy = (height - scaled.shape[0]) // 2
+        ox = (width - scaled.shape[1]) // 2
+        base[oy : oy + scaled.shape[0], ox : ox + scaled.shape[1]] = scaled
+        if ox or oy:
+            landmarks = _shift(landmarks, ox, oy)
+        self.size = (width, height)
+        self.landmarks = landmarks
+        self.base = np.ascontiguousarray(base)
+        self._build_mouth(landmarks)
+        self._eyes = [self._build_eye(landmarks.eye_left, landmarks), self._build_eye(landmarks.eye_right, landmarks)]
+        self._pivot = (float(landmarks.chin[0]), float(landmarks.chin[1]))
+
+    # --- Mouth ---------------------------------------------------------------
+
+    def _build_mouth(self, lm: FaceLandmarks) -> None:
+        w, h = self.size
+        u = float(lm.mouth_half_width)
+        mx, my = lm.mouth
+        chin_y = max(lm.chin[1], my + 1.2 * u)
+        r = _Region(mx - 2.1 * u, my - 1.1 * u, mx + 2.1 * u, chin_y + 1.1 * u, w, h)
+        self._mouth_region = r
+        self._u = u
+        self._mouth_xy = (float(mx), float(my))
+        dx = r.xs - mx
+        dy = r.ys - my
+        # Jaw: the whole lower face moves down; zero at the region's edges.
+        self._jaw_x = _smoothstep(2.05 * u, 1.2 * u, np.abs(dx))
+        below = np.clip(dy, 0, None)
+        jaw_rows = np.where(r.ys <= chin_y, 1.0, _smoothstep(r.ys[-1] + 1, chin_y, r.ys))
+        self._jaw_rows = (jaw_rows * (dy >= 0)).astype(np.float32)
+        # Near the lips the opening follows the mouth's lens shape.
+        self._lip_rows = (1.0 - _smoothstep(0.0, 0.8 * u, below)).astype(np.float32)
+        # Above the lips the upper lip lifts a little.
+        self._upper_rows = np.where(dy < 0, _smoothstep(r.ys[0], my, r.ys), 0.0).astype(np.float32)
+        # Lip corners move sideways (spread or round).
+        self._corner_x = np.sin(np.pi * np.clip(dx / (2.0 * u), -1, 1)).astype(np.float32)
+        edge = _smoothstep(r.ys[0], r.ys[0] + 0.4 * u, r.ys) * _smoothstep(r.ys[-1], r.ys[-1] - 0.4 * u, r.ys)
+        self._corner_rows = (np.exp(-((dy / (0.7 * u)) ** 2)) * edge).astype(np.float32)
+        self._dx = dx.astype(np.float32)
+
+    def _mouth(self, frame: np.ndarray, mouth: np.ndarray) -> None:
+        open_, width, teeth, tongue = (float(v) for v in mouth)
+        if open_ < 0.005 and abs(width) < 0.01:
+            return
+        r = self._mouth_region
+        u = self._u
+        mx, my = self._mouth_xy
+        corner = u * (0.12 * width if width > 0 else 0.22 * width)
+        half = u + corner
+        lens = np.clip(1.0 - (self._dx / half) ** 2, 0.0, 1.0)
+        drop = 0.5 * u * open_
+        lift = 0.12 * u * open_
+        jaw_cols = self._lip_rows[:, None] * lens[None, :] + (1.0 - self._lip_rows[:, None]) * self._jaw_x[None, :]
+        map_y = r.gy - drop * self._jaw_rows[:, None] * jaw_cols + lift * self._upper_rows[:, None] * lens[None, :]
+        map_x = r.gx - corner * self._corner_rows[:, None] * self._corner_x[None, :]
+        roi = cv2.remap(self.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+        if open_ > 0.01:
+            self._paint_cavity(roi, lens, drop, lift, teeth, tongue, my - r.y0)
+        frame[r.slices] = roi
+
+    def _paint_cavity(self, roi, lens, drop, lift, teeth, tongue, line_y) -> None:
+        cols = np.nonzero(lens > 0)[0]
+        if len(cols) == 0:
+            return
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        y0 = max(0, int(math.floor(line_y - lift - 1)))
+        y1 = min(roi.shape[0], int(math.ceil(line_y + drop + 2)))
+        if y1 - y0 < 1:
+            return
+        ln = lens[c0:c1][None, :]
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        top = line_y - lift * ln
+        bottom = line_y + drop * ln
+        alpha = np.clip(np.minimum(ys - top, bottom - ys) + 0.5, 0.0, 1.0)
+        gap = bottom - top
+        depth = np.clip((ys - top) / np.maximum(gap, 1e-3), 0, 1)
+        colour = self._CAVITY[None, None, :] * (0.5 + 0.5 * ln[..., None]) + self._CAVITY_BACK * (
+            0.5 - 0.5 * ln[..., None]
+        )
+        colour = np.broadcast_to(colour, (y1 - y0, c1 - c0, 3)).copy()
+        u = self._u
+        if teeth > 0.01:
+            band = teeth * 0.17 * u * np.sqrt(ln)
+            upper = np.clip(top + band - ys + 0.5, 0, 1) * (ln > 0.05)
+            shade = (0.72 + 0.28 * ln)[..., None]
+            colour = colour * (1 - upper[..., None]) + self._TEETH * shade * upper[..., None]
+            lower_band = teeth * 0.06 * u * np.sqrt(ln) * min(1.0, drop / (0.2 * u + 1e-6))
+            lower = np.clip(ys - (bottom - lower_band) + 0.5, 0, 1) * (lower_band > 0.7)
+            colour = colour * (1 - lower[..., None]) + self._TEETH * 0.85 * shade * lower[..., None]
+        if tongue > 0.01:
+            t = tongue * np.clip((depth - 0.45) / 0.3, 0, 1) * np.clip(ln * 1.5, 0, 1)
+            colour = colour * (1 - t[..., None]) + self._TONGUE * t[..., None]
+        a = alpha[..., None]
+        patch = roi[y0:y1, c0:c1].astype(np.float32)
+        roi[y0:y1, c0:c1] = (patch * (1 - a) + colour * a).astype(np.uint8)
+
+    # --- Eyes ------------------------------------------------------------------
+
+    def _build_eye(self, centre, lm: FaceLandmarks) -> dict:
+        w, h = self.size
+        ex, ey = centre
+        ew, eh = lm.eye_half_size
+        lid_top = ey - 2.2 * eh - 0.5 * ew
+        r = _Region(ex - 1.5 * ew, lid_top, ex + 1.5 * ew, ey + 2.0 * eh, w, h)
+        dx = r.xs - ex
+        lid_w = 1.15 * ew
+        prof = np.sqrt(np.clip(1 - (dx / lid_w) ** 2, 0, 1)).astype(np.float32)
+        iris = np.clip(1 - ((r.gx - ex) / (0.85 * ew)) ** 2 - ((r.gy - ey) / (0.95 * eh)) ** 2, 0, 1)
+        return {
+            "region": r,
+            "top": (ey - eh * prof).astype(np.float32),
+            "bottom": (ey + 0.85 * eh * prof).astype(np.float32),
+            "prof": prof,
+            "iris_mask": np.sqrt(iris).astype(np.float32),
+            "lid_y0": float(r.y0),
+            "ew": float(ew),
+            "eh": float(eh),
+        }
+
+    def _eye(self, frame: np.ndarray, eye: dict, closure: float, gaze: tuple[float, float]) -> None:
+        gx, gy = gaze
+        if closure < 0.01 and abs(gx) < 0.01 and abs(gy) < 0.01:
+            return
+        r: _Region = eye["region"]
+        map_x = r.gx - (gx * 0.3 * eye["ew"]) * eye["iris_mask"]
+        map_y = r.gy - (gy * 0.25 * eye["eh"]) * eye["iris_mask"]
+        if closure >= 0.01:
+            shift = closure * (eye["bottom"] - eye["top"])
+            edge = eye["top"] + shift
+            y0 = eye["lid_y0"]
+            stretch = shift[None, :] * (r.gy - y0) / np.maximum(edge[None, :] - y0, 1.0)
+            covered = r.gy <= edge[None, :]
+            map_y = np.where(covered, r.gy - stretch, map_y)
+            map_x = np.where(covered, r.gx, map_x)
+        roi = cv2.remap(self.base, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+        if closure >= 0.15:
+            lash = np.exp(-(((r.gy - edge[None, :]) / 1.3) ** 2)) * (eye["prof"][None, :] > 0.05)
+            a = (min(1.0, closure * 1.3) * 0.85 * lash)[..., None]
+            roi = (roi * (1 - a) + self._LASH * a).astype(np.uint8)
+        frame[r.slices] = roi
+
+    # --- Whole frame -------------------------------------------------------------
+
+    def render(self, pose: FacePose) -> np.ndarray:
+        """One RGB frame (height x width x 3, uint8) of the face in ``pose``."""
+        frame = self.base.copy()
+        self._mouth(frame, pose.mouth)
+        for eye in self._eyes:
+            self._eye(frame, eye, pose.blink, pose.gaze)
+        dx, dy, roll, scale = pose.head
+        if abs(dx) < 1e-3 and abs(dy) < 1e-3 and abs(roll) < 1e-3 and abs(scale - 1) < 1e-5:
+            return frame
+        m = cv2.getRotationMatrix2D(self._pivot, roll, scale)
+        m[0, 2] += dx
+        m[1, 2] += dy
+        w, h = self.size
+        return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _shift(lm: FaceLandmarks, ox: float, oy: float) -> FaceLandmarks:
+    def p(v):
+        return (v[0] + ox, v[1] + oy)
+
+    fx, fy, fw, fh = lm.face_box
+    return FaceLandmarks(
+        eye_left=p(lm.eye_left),
+        eye_right=p(lm.eye_right),
+        eye_half_size=lm.eye_half_size,
+        mouth=p(lm.mouth),
+        mouth_half_width=lm.mouth_half_width,
+        chin=p(lm.chin),
+        face_box=(fx + ox, fy + oy, fw, fh),
+        detector=lm.detector,
+    )
+
+
+class IdleMotion:
+    """Blinks, gaze shifts, breathing and head sway as functions of time.
+
+    Args:
+        seed: Seed for the blink and gaze timing (each replica may differ).
+    """
+
+    BLINK_INTERVAL_S = (2.0, 6.0)
+    _CLOSE_S = 0.07
+    _HOLD_S = 0.03
+    _OPEN_S = 0.1
+
+    def __init__(self, *, seed: int = 0):
+        self._rng = np.random.default_rng(seed)
+        self._blinks: list[float] = [float(self._rng.uniform(0.8, 2.5))]
+        self._gaze_times: list[float] = [0.0]
+        self._gaze_targets: list[tuple[float, float]] = [(0.0, 0.0)]
+        self._phase = self._rng.uniform(0, 2 * np.pi, 6)
+
+    def blink_times(self, until: float) -> list[float]:
+        """Start times of the blinks up to ``until`` seconds."""
+        while self._blinks[-1] < until:
+            gap = float(self._rng.uniform(*self.BLINK_INTERVAL_S))
+            self._blinks.append(self._blinks[-1] + gap)
+            if self._rng.random() < 0.1:  # now and then a double blink
+                self._blinks.append(self._blinks[-1] + 0.3)
+        return [b for b in self._blinks if b <= until]
+
+    def blink_at(self, t: float) -> float:
+        """Eyelid closure (0..1) at ``t`` seconds."""
+        self.blink_times(t + 1.0)
+        duration = self._CLOSE_S + self._HOLD_S + self._OPEN_S
+        for start in reversed(self._blinks):
+            if start > t:
+                continue
+            x = t - start
+            if x >= duration:
+                return 0.0
+            if x < self._CLOSE_S:
+                return float(_smoothstep(0.0, self._CLOSE_S, np.float32(x)))
+            if x < self._CLOSE_S + self._HOLD_S:
+                return 1.0
+            return float(1.0 - _smoothstep(0.0, self._OPEN_S, np.float32(x - self._CLOSE_S - self._HOLD_S)))
+        return 0.0
+
+    def gaze_at(self, t: float) -> tuple[float, float]:
+        """Iris offset at ``t``: fixations of 0.8-3.5 s joined by 60 ms saccades."""
+        while self._gaze_times[-1] <= t:
+            self._gaze_times.append(self._gaze_times[-1] + float(self._rng.uniform(0.8, 3.5)))
+            if self._rng.random() < 0.5:
+                target = (0.0, 0.0)  # back to the person on the call
+            else:
+                target = (float(self._rng.uniform(-0.45, 0.45)), float(self._rng.uniform(-0.25, 0.2)))
+            self._gaze_targets.append(target)
+        i = max(0, np.searchsorted(self._gaze_times, t, side="right") - 1)
+        start = self._gaze_times[i]
+        prev = self._gaze_targets[i - 1] if i > 0 else (0.0, 0.0)
+        cur = self._gaze_targets[i]
+        w = float(_smoothstep(0.0, 0.06, np.float32(t - start)))
+        return (prev[0] + (cur[0] - prev[0]) * w, prev[1] + (cur[1] - prev[1]) * w)
+
+    def head_at(self, t: float, loudness: float = 0.0) -> tuple[float, float, float, float]:
+        """``(dx, dy, roll_deg, scale)`` at ``t``: sway, breathing, a nod with the voice."""
+        p = self._phase
+        two_pi = 2 * np.pi
+        breath = math.sin(two_pi * t / 4.2 + p[0])
+        dx = 2.2 * math.sin(two_pi * 0.11 * t + p[1]) + 0.9 * math.sin(two_pi * 0.29 * t + p[2])
+        dy = 1.2 * math.sin(two_pi * 0.17 * t + p[3]) - 1.3 * breath - 1.5 * loudness
+        roll = 0.9 * math.sin(two_pi * 0.07 * t + p[4]) + 0.4 * math.sin(two_pi * 0.23 * t + p[5])
+        scale = 1.0 + 0.004 * breath
+        return (dx, dy, roll, scale)
+
+    def pose_at(self, t: float, mouth: np.ndarray, loudness: float = 0.0) -> FacePose:
+        """The full pose at ``t`` with the given mouth."""
+        return FacePose(mouth=mouth, blink=self.blink_at(t), gaze=self.gaze_at(t), head=self.head_at(t, loudness))
