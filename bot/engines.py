@@ -1,0 +1,324 @@
+"""Turn a persona's layers into pipecat services.
+
+One factory per layer. Local engines share heavy models through
+``EmbeddedModels`` (loaded once per process); cloud engines take their keys
+from ``Settings`` and fail at start-up, naming the variable, when one is
+missing.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from loguru import logger
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
+from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.turns.user_start import (
+    MinWordsUserTurnStartStrategy,
+    TranscriptionUserTurnStartStrategy,
+    VADUserTurnStartStrategy,
+)
+from pipecat.turns.user_stop import (
+    SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+)
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from bot.settings import Settings
+from personas.model import Persona
+from processors import weights
+from processors.llm.llama_server import LlamaServer, find_llama_server
+
+# Where a persona's sensitivities land (seconds, or a VAD confidence).
+# Pause sensitivity: how short a silence may end the user's turn.
+VAD_STOP_SECS = {"low": 0.45, "medium": 0.3, "high": 0.2}
+# Patience: the longest silence Smart Turn lets pass while it judges the
+# turn unfinished (and, for the plain VAD model, the silence that ends it).
+SMART_TURN_MAX_SILENCE = {"low": 1.5, "medium": 2.5, "high": 4.0}
+SPEECH_TIMEOUT = {"low": 0.4, "medium": 0.7, "high": 1.2}
+# Interrupt sensitivity: how much speech it takes to count as the user talking.
+VAD_START = {"low": (0.35, 0.8), "medium": (0.2, 0.7), "high": (0.12, 0.6)}
+# Interruptibility: how readily the replica yields the floor.
+MIN_WORDS_TO_INTERRUPT = {"low": 3, "medium": 1, "high": 0}
+
+
+class EngineConfigError(ValueError):
+    """A persona's engine configuration is invalid. Retrying will not help."""
+
+
+@dataclass(frozen=True)
+class KeyRequirement:
+    """A cloud key a persona needs, and which layer needs it."""
+
+    env_name: str
+    needed_by: str
+
+
+def required_keys(persona: Persona) -> list[KeyRequirement]:
+    """The environment keys this persona's engines need."""
+    layers = persona.layers
+    needs: list[KeyRequirement] = []
+    if layers.stt.stt_engine == "openai":
+        needs.append(KeyRequirement("OPENAI_API_KEY", "stt=openai"))
+    if layers.llm.engine == "openai" and layers.llm.api_key is None and not layers.llm.base_url:
+        needs.append(KeyRequirement("OPENAI_API_KEY", "llm=openai"))
+    if layers.tts.tts_engine == "cartesia":
+        needs.append(KeyRequirement("CARTESIA_API_KEY", "tts=cartesia"))
+    if layers.tts.tts_engine == "elevenlabs":
+        needs.append(KeyRequirement("ELEVENLABS_API_KEY", "tts=elevenlabs"))
+    if layers.replica.replica_engine == "tavus":
+        needs.append(KeyRequirement("TAVUS_API_KEY", "replica=tavus"))
+    return needs
+
+
+def check_persona(persona: Persona, settings: Settings, *, name: str) -> None:
+    """Fail now, not mid-call, if the persona cannot run with these settings.
+
+    Raises:
+        MissingKeyError: a key is missing; the message names it and the persona.
+        EngineConfigError: an engine setting is invalid.
+    """
+    for need in required_keys(persona):
+        settings.require_key(need.env_name, persona=name, needed_by=need.needed_by)
+    layers = persona.layers
+    if layers.tts.tts_engine in ("cartesia", "elevenlabs") and not layers.tts.external_voice_id:
+        raise EngineConfigError(
+            f"persona {name!r}: layers.tts.external_voice_id is required for "
+            f"tts_engine={layers.tts.tts_engine!r}"
+        )
+    if layers.replica.replica_engine == "tavus" and not persona.replica_id:
+        raise EngineConfigError(
+            f"persona {name!r}: layers.replica.replica_id (a Tavus replica id) is required "
+            "for replica_engine='tavus'"
+        )
+    if layers.replica.replica_engine == "local":
+        from processors.replica.assets import list_replicas
+
+        available = list_replicas(settings.cvi_replicas_dir)
+        if persona.replica_id and persona.replica_id not in available:
+            raise EngineConfigError(
+                f"persona {name!r}: replica {persona.replica_id!r} not found; "
+                f"available: {', '.join(available)}"
+            )
+
+
+class EmbeddedModels:
+    """The local engines' heavy parts, loaded once and shared by every conversation.
+
+    The LLM runs as a llama.cpp server child process (or an existing
+    server at ``CVI_LLM_BASE_URL``); Whisper and piper load in-process.
+    """
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._server: LlamaServer | None = None
+        self._llm_base_url: str | None = settings.cvi_llm_base_url
+        self._warmed: set[str] = set()
+
+    @property
+    def llm_base_url(self) -> str:
+        """The OpenAI-compatible endpoint of the embedded LLM."""
+        if self._llm_base_url is None:
+            raise RuntimeError("the embedded LLM is not started; call start_llm() first")
+        return self._llm_base_url
+
+    def whisper_path(self, persona: Persona) -> str:
+        """Local folder (or hub name) of the Whisper model for this persona."""
+        name = self._settings.cvi_stt_model or persona.layers.stt.model
+        return weights.whisper_model(name, cache_dir=self._settings.cvi_cache_dir)
+
+    def piper_path(self, persona: Persona) -> Path:
+        """The piper voice file for this persona."""
+        return weights.piper_voice(
+            persona.layers.tts.external_voice_id, cache_dir=self._settings.cvi_cache_dir
+        )
+
+    async def start_llm(self, persona: Persona) -> str:
+        """Start the llama.cpp server once (unless one is configured) and return its URL."""
+        if self._llm_base_url is not None:
+            return self._llm_base_url
+        model = weights.llm_gguf(
+            self._settings.cvi_llm_model or persona.layers.llm.model,
+            cache_dir=self._settings.cvi_cache_dir,
+        )
+        binary = find_llama_server(
+            self._settings.cvi_cache_dir, explicit=self._settings.cvi_llama_server_bin
+        )
+        self._server = LlamaServer(binary=binary, model=model, threads=self._settings.cvi_llm_threads)
+        await self._server.start()
+        self._llm_base_url = self._server.base_url
+        return self._llm_base_url
+
+    async def prepare(self, persona: Persona) -> None:
+        """Load and warm everything ``persona`` uses from the embedded stack."""
+        layers = persona.layers
+        if layers.stt.stt_engine == "whisper":
+            from processors.stt.whisper import shared_whisper_model
+
+            shared_whisper_model(self.whisper_path(persona), cpu_threads=self._settings.cvi_stt_threads)
+        if layers.tts.tts_engine == "piper":
+            from processors.tts.piper import shared_piper_voice
+
+            shared_piper_voice(self.piper_path(persona))
+        if layers.llm.engine == "llama_cpp":
+            await self.start_llm(persona)
+            await self.warm_llm(persona.full_system_prompt())
+
+    async def warm_llm(self, system_prompt: str) -> None:
+        """Put ``system_prompt`` in the server's prompt cache (once per prompt)."""
+        if system_prompt in self._warmed or self._server is None:
+            return
+        await self._server.warm(system_prompt)
+        self._warmed.add(system_prompt)
+
+    async def close(self) -> None:
+        """Stop the llama.cpp server if this process started it."""
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+            self._llm_base_url = self._settings.cvi_llm_base_url
+
+
+def build_stt(persona: Persona, settings: Settings, models: EmbeddedModels):
+    """The speech-recognition service for the persona's stt layer."""
+    stt = persona.layers.stt
+    if stt.stt_engine == "whisper":
+        from processors.stt.whisper import LocalWhisperSTTService
+
+        return LocalWhisperSTTService(
+            model=models.whisper_path(persona),
+            language=stt.language,
+            hotwords=stt.hotwords,
+            cpu_threads=settings.cvi_stt_threads,
+        )
+    from pipecat.services.openai.stt import OpenAISTTService
+    from pipecat.transcriptions.language import Language
+
+    key = settings.require_key("OPENAI_API_KEY", persona=persona.persona_name, needed_by="stt=openai")
+    return OpenAISTTService(
+        api_key=key,
+        language=Language(stt.language) if stt.language else None,
+        settings=OpenAISTTService.Settings(model=stt.model or "gpt-4o-transcribe"),
+    )
+
+
+def build_llm(persona: Persona, settings: Settings, models: EmbeddedModels) -> OpenAILLMService:
+    """The LLM service: the embedded llama.cpp server or an OpenAI-compatible API."""
+    llm = persona.layers.llm
+    extra_body = dict(llm.extra_body)
+    if llm.engine == "llama_cpp":
+        base_url = llm.base_url or models.llm_base_url
+        api_key = "local"
+        model = "local"
+        # Reuse the KV cache of the shared prefix (system prompt + history).
+        extra_body.setdefault("cache_prompt", True)
+    else:
+        base_url = llm.base_url
+        if llm.api_key is not None:
+            api_key = llm.api_key.get_secret_value()
+        elif llm.base_url and settings.openai_api_key is None:
+            api_key = "none"
+        else:
+            api_key = settings.require_key(
+                "OPENAI_API_KEY", persona=persona.persona_name, needed_by="llm=openai"
+            )
+        model = llm.model or "gpt-4.1-mini"
+    extra = {"extra_body": extra_body} if extra_body else {}
+    return OpenAILLMService(
+        api_key=api_key,
+        base_url=base_url,
+        default_headers=llm.headers or None,
+        settings=OpenAILLMService.Settings(
+            model=model, temperature=llm.temperature, max_tokens=llm.max_tokens, extra=extra
+        ),
+    )
+
+
+def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, sample_rate: int | None = None):
+    """The speech-synthesis service for the persona's tts layer."""
+    tts = persona.layers.tts
+    name = persona.persona_name
+    if tts.tts_engine == "piper":
+        from processors.tts.piper import PiperPhonemeTTSService
+
+        allowed = {"speed", "noise_scale", "noise_w"}
+        unknown = set(tts.voice_settings) - allowed
+        if unknown:
+            raise EngineConfigError(
+                f"persona {name!r}: layers.tts.voice_settings has {sorted(unknown)}; "
+                f"piper allows {sorted(allowed)}"
+            )
+        return PiperPhonemeTTSService(
+            voice_path=models.piper_path(persona), sample_rate=sample_rate, **tts.voice_settings
+        )
+    if tts.tts_engine == "cartesia":
+        from pipecat.services.cartesia.tts import CartesiaTTSService
+
+        key = settings.require_key("CARTESIA_API_KEY", persona=name, needed_by="tts=cartesia")
+        return CartesiaTTSService(
+            api_key=key,
+            sample_rate=sample_rate,
+            settings=CartesiaTTSService.Settings(
+                voice=tts.external_voice_id, model=tts.tts_model_name or "sonic-2"
+            ),
+        )
+    from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
+
+    key = settings.require_key("ELEVENLABS_API_KEY", persona=name, needed_by="tts=elevenlabs")
+    return ElevenLabsTTSService(
+        api_key=key,
+        sample_rate=sample_rate,
+        settings=ElevenLabsTTSService.Settings(
+            voice=tts.external_voice_id,
+            model=tts.tts_model_name or "eleven_flash_v2_5",
+            **{k: v for k, v in tts.voice_settings.items() if k in ("stability", "similarity_boost", "style", "speed")},
+        ),
+    )
+
+
+def build_user_params(persona: Persona) -> LLMUserAggregatorParams:
+    """VAD and turn strategies from the persona's sensitivities."""
+    stt = persona.layers.stt
+    flow = persona.layers.conversational_flow
+    start_secs, confidence = VAD_START[stt.participant_interrupt_sensitivity]
+    vad = SileroVADAnalyzer(
+        params=VADParams(
+            start_secs=start_secs,
+            stop_secs=VAD_STOP_SECS[stt.participant_pause_sensitivity],
+            confidence=confidence,
+        )
+    )
+    if flow.turn_detection_model == "smart_turn_v3":
+        stop = [
+            TurnAnalyzerUserTurnStopStrategy(
+                turn_analyzer=LocalSmartTurnAnalyzerV3(
+                    params=SmartTurnParams(stop_secs=SMART_TURN_MAX_SILENCE[flow.turn_taking_patience])
+                )
+            )
+        ]
+    else:
+        stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=SPEECH_TIMEOUT[flow.turn_taking_patience])]
+    min_words = MIN_WORDS_TO_INTERRUPT[flow.replica_interruptibility]
+    if min_words > 1:
+        start = [MinWordsUserTurnStartStrategy(min_words=min_words)]
+    else:
+        start = [VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()]
+    return LLMUserAggregatorParams(
+        vad_analyzer=vad, user_turn_strategies=UserTurnStrategies(start=start, stop=stop)
+    )
+
+
+def build_tavus_video(persona: Persona, settings: Settings, session: aiohttp.ClientSession):
+    """Tavus renders the face: pipecat's Tavus video service."""
+    from pipecat.services.tavus.video import TavusVideoService
+
+    key = settings.require_key("TAVUS_API_KEY", persona=persona.persona_name, needed_by="replica=tavus")
+    replica_id = persona.replica_id
+    if not replica_id:
+        raise EngineConfigError(f"persona {persona.persona_name!r}: a Tavus replica_id is required")
+    logger.debug(f"Tavus replica {replica_id} for persona {persona.persona_name!r}")
+    return TavusVideoService(api_key=key, replica_id=replica_id, session=session)

@@ -1,0 +1,272 @@
+"""The interactions protocol: events to the client, commands from it, turn timing.
+
+Events go out as app messages on the call's data channel with the contract's
+envelope ``{"message_type": "conversation", "event_type": ...,
+"conversation_id": ..., "inference_id": ..., "properties": {...}}``.
+``TurnObserver`` also measures every stage of every turn, from the end of the
+user's speech, and keeps the figures for ``talk --json`` and the benchmarks.
+"""
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    InterimTranscriptionFrame,
+    InterruptionFrame,
+    InterruptionWorkerFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMMessagesAppendFrame,
+    LLMMessagesUpdateFrame,
+    LLMTextFrame,
+    OutputImageRawFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+
+STAGES = (
+    "end_of_turn",
+    "transcript",
+    "llm_first_token",
+    "llm_first_sentence",
+    "tts_first_audio",
+    "first_frame",
+    "total",
+)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def envelope(event_type: str, conversation_id: str, properties: dict[str, Any], inference_id: str | None = None) -> dict[str, Any]:
+    """One app message in the contract's envelope."""
+    message: dict[str, Any] = {
+        "message_type": "conversation",
+        "event_type": event_type,
+        "conversation_id": conversation_id,
+        "properties": properties,
+    }
+    if inference_id:
+        message["inference_id"] = inference_id
+    return message
+
+
+@dataclass
+class TurnTimings:
+    """Milliseconds from the end of the user's speech to each stage of one reply."""
+
+    inference_id: str
+    speech_end: float | None = None
+    marks: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""
+    reply: str = ""
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        """Record ``stage`` once, at ``at`` (monotonic seconds) or now."""
+        self.marks.setdefault(stage, time.monotonic() if at is None else at)
+
+    def timings_ms(self) -> dict[str, float | None]:
+        """Each stage in ms after the user stopped speaking (None if not reached)."""
+        origin = self.speech_end
+        if origin is None:
+            origin = self.marks.get("end_of_turn")
+        out: dict[str, float | None] = {}
+        for stage in STAGES:
+            at = self.marks.get(stage)
+            out[stage] = None if at is None or origin is None else round((at - origin) * 1000, 1)
+        return out
+
+
+class TurnObserver(BaseObserver):
+    """Turns pipeline frames into contract events and per-stage turn timings.
+
+    Args:
+        conversation_id: Goes in every event.
+        send: Coroutine that delivers an app message to the client (None: no client).
+        on_turn_complete: Called with each finished turn's ``TurnTimings``.
+    """
+
+    def __init__(
+        self,
+        *,
+        conversation_id: str,
+        send: Send | None = None,
+        on_turn_complete: Callable[[TurnTimings], None] | None = None,
+    ):
+        super().__init__()
+        self._conversation_id = conversation_id
+        self._send = send
+        self._on_turn_complete = on_turn_complete
+        self.turns: list[TurnTimings] = []
+        self._turn: TurnTimings | None = None
+        self._speech_end: float | None = None
+        self._user_text: list[str] = []
+        self._transcript_at: float | None = None
+        self._reply_text: list[str] = []
+        self._bot_started_at: float | None = None
+        self._bot_speaking = False
+
+    async def _emit(self, event_type: str, properties: dict[str, Any], inference_id: str | None = None):
+        if self._send is None:
+            return
+        await self._send(envelope(event_type, self._conversation_id, properties, inference_id))
+
+    def _new_turn(self) -> TurnTimings:
+        turn = TurnTimings(inference_id=uuid.uuid4().hex[:12], speech_end=self._speech_end)
+        # The final transcript usually arrives before the turn is decided.
+        turn.transcript = " ".join(t for t in self._user_text if t)
+        if self._transcript_at is not None:
+            turn.mark("transcript", self._transcript_at)
+        self._turn = turn
+        self.turns.append(turn)
+        return turn
+
+    async def on_push_frame(self, data: FramePushed):
+        """Watch each frame once, at its first push downstream.
+
+        Broadcast frames (speaking events) travel both ways as two frames;
+        only the downstream one counts.
+        """
+        if not data.first_push or data.direction != FrameDirection.DOWNSTREAM:
+            return
+        frame = data.frame
+        now = time.monotonic()
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            # The VAD confirms silence stop_secs after the last voiced audio.
+            self._speech_end = now - frame.stop_secs
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._user_text = []
+            self._transcript_at = None
+            self._speech_end = None
+            await self._emit("conversation.user.started_speaking", {})
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            turn = self._new_turn()
+            turn.mark("end_of_turn", now)
+            self._user_text = []
+            self._transcript_at = None
+            await self._emit("conversation.user.stopped_speaking", {}, turn.inference_id)
+        elif isinstance(frame, InterimTranscriptionFrame):
+            await self._emit(
+                "conversation.utterance",
+                {"role": "user", "speech": frame.text, "final": False},
+            )
+        elif isinstance(frame, TranscriptionFrame):
+            self._user_text.append(frame.text.strip())
+            self._transcript_at = now
+            text = " ".join(t for t in self._user_text if t)
+            logger.debug(f"{self}: user said [{text}]")
+            await self._emit("conversation.utterance", {"role": "user", "speech": text, "final": True})
+        elif isinstance(frame, LLMFullResponseStartFrame):
+            if self._turn is None or "llm_first_token" in self._turn.marks:
+                self._new_turn()
+            self._reply_text = []
+        elif isinstance(frame, LLMTextFrame):
+            if self._turn is not None:
+                self._turn.mark("llm_first_token", now)
+            self._reply_text.append(frame.text)
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            if self._turn is not None:
+                self._turn.reply = "".join(self._reply_text).strip()
+        elif isinstance(frame, TTSStartedFrame):
+            if self._turn is not None:
+                self._turn.mark("llm_first_sentence", now)
+        elif isinstance(frame, TTSAudioRawFrame):
+            if self._turn is not None:
+                self._turn.mark("tts_first_audio", now)
+        elif isinstance(frame, OutputImageRawFrame):
+            turn = self._turn
+            if turn is not None and self._bot_speaking and "first_frame" not in turn.marks:
+                turn.mark("first_frame", now)
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+            self._bot_started_at = now
+            turn = self._turn
+            await self._emit(
+                "conversation.replica.started_speaking", {}, turn.inference_id if turn else None
+            )
+            if turn is not None and "total" not in turn.marks:
+                turn.mark("total", now)
+                await self._emit(
+                    "conversation.latency",
+                    {"inference_id": turn.inference_id, "timings_ms": turn.timings_ms()},
+                    turn.inference_id,
+                )
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+            turn = self._turn
+            duration = None if self._bot_started_at is None else round(now - self._bot_started_at, 3)
+            inference_id = turn.inference_id if turn else None
+            await self._emit("conversation.replica.stopped_speaking", {"duration": duration}, inference_id)
+            reply = "".join(self._reply_text).strip()
+            if reply:
+                logger.debug(f"{self}: replica said [{reply}]")
+                await self._emit(
+                    "conversation.utterance", {"role": "replica", "speech": reply, "final": True}, inference_id
+                )
+            if turn is not None and self._on_turn_complete is not None:
+                self._on_turn_complete(turn)
+        elif isinstance(frame, InterruptionFrame) and self._bot_speaking:
+            await self._emit(
+                "conversation.replica_interrupted", {}, self._turn.inference_id if self._turn else None
+            )
+
+
+class UnknownClientEvent(ValueError):
+    """A client message the protocol does not define; names the allowed events."""
+
+
+CLIENT_EVENTS = (
+    "conversation.echo",
+    "conversation.respond",
+    "conversation.interrupt",
+    "conversation.overwrite_llm_context",
+    "conversation.append_llm_context",
+)
+
+
+def client_message_frames(message: Any) -> list:
+    """The frames that carry out one client → replica app message.
+
+    Raises:
+        UnknownClientEvent: not a conversation message, or an event we do not define.
+        ValueError: a required property is missing; the message names it.
+    """
+    if not isinstance(message, dict) or message.get("message_type") != "conversation":
+        raise UnknownClientEvent("app message must have message_type 'conversation'")
+    event = message.get("event_type")
+    props = message.get("properties") or {}
+    if not isinstance(props, dict):
+        raise ValueError("properties must be an object")
+
+    def text(key: str) -> str:
+        value = props.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{event}: properties.{key} must be a non-empty string, got {value!r}")
+        return value
+
+    if event == "conversation.echo":
+        return [TTSSpeakFrame(text("text"))]
+    if event == "conversation.respond":
+        return [
+            InterruptionWorkerFrame(),
+            LLMMessagesAppendFrame(messages=[{"role": "user", "content": text("text")}], run_llm=True),
+        ]
+    if event == "conversation.interrupt":
+        return [InterruptionWorkerFrame()]
+    if event == "conversation.append_llm_context":
+        return [LLMMessagesAppendFrame(messages=[{"role": "user", "content": text("context")}], run_llm=False)]
+    if event == "conversation.overwrite_llm_context":
+        return [LLMMessagesUpdateFrame(messages=[{"role": "system", "content": text("context")}], run_llm=False)]
+    raise UnknownClientEvent(f"event_type {event!r} is not supported; allowed: {', '.join(CLIENT_EVENTS)}")

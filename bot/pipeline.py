@@ -1,0 +1,222 @@
+"""Persona + transport -> one running conversation pipeline.
+
+```
+transport.input -> STT -> user turn (VAD + Smart Turn) -> LLM -> TTS
+    -> replica renderer -> transport.output -> assistant context
+```
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from loguru import logger
+from pipecat.frames.frames import (
+    LLMRunFrame,
+    OutputTransportMessageUrgentFrame,
+    TTSSpeakFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+from bot.engines import EmbeddedModels, build_llm, build_stt, build_tavus_video, build_tts, build_user_params
+from bot.interactions import TurnObserver, TurnTimings, UnknownClientEvent, client_message_frames
+from bot.settings import Settings
+from personas.model import Persona
+
+AUDIO_IN_SAMPLE_RATE = 16000
+AUDIO_OUT_SAMPLE_RATE = 24000
+
+
+@dataclass
+class Conversation:
+    """One call: who the replica is and what this call is about."""
+
+    persona: Persona
+    persona_name: str
+    conversation_id: str = field(default_factory=lambda: "c" + uuid.uuid4().hex[:12])
+    conversational_context: str = ""
+    custom_greeting: str | None = None
+    greet: bool = True
+
+    @property
+    def greeting(self) -> str | None:
+        """What the replica says when the user joins (None: wait for the user)."""
+        if not self.greet:
+            return None
+        return self.custom_greeting or self.persona.custom_greeting
+
+
+def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[str, Any]:
+    """Media settings every transport shares for this persona (TransportParams fields)."""
+    replica = persona.layers.replica
+    params: dict[str, Any] = {
+        "audio_in_enabled": True,
+        "audio_in_sample_rate": AUDIO_IN_SAMPLE_RATE,
+        "audio_out_enabled": True,
+        "audio_out_sample_rate": AUDIO_OUT_SAMPLE_RATE,
+    }
+    if replica.replica_engine != "off":
+        params.update(
+            video_out_enabled=True,
+            video_out_is_live=True,
+            video_out_width=replica.width,
+            video_out_height=replica.height,
+            video_out_framerate=replica.fps,
+        )
+    if replica.replica_engine == "tavus":
+        # Tavus paces its own audio and video; let them through as they come.
+        params.update(video_out_width=1280, video_out_height=720, audio_out_auto_silence=False)
+    if video_in:
+        from pipecat.transports.base_transport import VideoInSourceParams
+
+        params.update(video_in_enabled=True, video_in_sources={"camera": VideoInSourceParams(framerate=1)})
+    return params
+
+
+def build_replica(persona: Persona, settings: Settings) -> FrameProcessor | None:
+    """Our CPU renderer for a local replica, or None when the persona shows no face."""
+    replica = persona.layers.replica
+    if replica.replica_engine != "local":
+        return None
+    from processors.replica.assets import load_replica
+    from processors.replica.renderer import ReplicaRendererParams, ReplicaRendererProcessor
+
+    assets = load_replica(settings.cvi_replicas_dir, persona.replica_id)
+    return ReplicaRendererProcessor(
+        replica=assets,
+        params=ReplicaRendererParams(width=replica.width, height=replica.height, fps=replica.fps),
+    )
+
+
+class ConversationBot:
+    """Builds and runs the pipeline of one conversation on a given transport.
+
+    Args:
+        conversation: The call's persona and context.
+        transport: Any pipecat transport (SmallWebRTC, Daily, or the file
+            transport of ``talk``); ``input()``/``output()`` are used.
+        settings: Process settings.
+        models: The process's shared embedded engines.
+        render_video: Put the real-time replica renderer in the pipeline.
+        on_turn_complete: Called with each turn's timings.
+    """
+
+    def __init__(
+        self,
+        *,
+        conversation: Conversation,
+        transport,
+        settings: Settings,
+        models: EmbeddedModels,
+        render_video: bool = True,
+        on_turn_complete=None,
+        extra_observers: list | None = None,
+    ):
+        self.conversation = conversation
+        self._transport = transport
+        self._settings = settings
+        self._models = models
+        self._render_video = render_video
+        self._on_turn_complete = on_turn_complete
+        self._extra_observers = extra_observers or []
+        self._session: aiohttp.ClientSession | None = None
+        self.worker: PipelineWorker | None = None
+        self.observer: TurnObserver | None = None
+
+    @property
+    def turns(self) -> list[TurnTimings]:
+        """Timings of every turn so far."""
+        return self.observer.turns if self.observer else []
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self.worker is not None:
+            await self.worker.queue_frame(OutputTransportMessageUrgentFrame(message=message))
+
+    async def handle_client_message(self, message: Any) -> None:
+        """Carry out one client -> replica app message; bad ones are logged, not fatal."""
+        try:
+            frames = client_message_frames(message)
+        except (UnknownClientEvent, ValueError) as e:
+            logger.warning(f"{self}: ignored client message: {e}")
+            return
+        if self.worker is not None:
+            await self.worker.queue_frames(frames)
+
+    async def build(self) -> PipelineWorker:
+        """Assemble the pipeline and its worker (does not run it)."""
+        persona = self.conversation.persona
+        layers = persona.layers
+        stt = build_stt(persona, self._settings, self._models)
+        llm = build_llm(persona, self._settings, self._models)
+        tts = build_tts(persona, self._settings, self._models)
+        system = persona.full_system_prompt(self.conversation.conversational_context)
+        context = LLMContext(messages=[{"role": "system", "content": system}])
+        aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
+
+        processors: list[FrameProcessor] = [self._transport.input(), stt, aggregators.user(), llm, tts]
+        if layers.replica.replica_engine == "tavus":
+            self._session = aiohttp.ClientSession()
+            processors.append(build_tavus_video(persona, self._settings, self._session))
+        elif self._render_video:
+            renderer = build_replica(persona, self._settings)
+            if renderer is not None:
+                processors.append(renderer)
+        processors += [self._transport.output(), aggregators.assistant()]
+
+        self.observer = TurnObserver(
+            conversation_id=self.conversation.conversation_id,
+            send=self._send,
+            on_turn_complete=self._on_turn_complete,
+        )
+        self.worker = PipelineWorker(
+            Pipeline(processors),
+            params=PipelineParams(
+                audio_in_sample_rate=AUDIO_IN_SAMPLE_RATE,
+                audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+                enable_metrics=True,
+            ),
+            conversation_id=self.conversation.conversation_id,
+            observers=[self.observer, *self._extra_observers],
+            enable_rtvi=False,
+            idle_timeout_secs=None,
+        )
+        return self.worker
+
+    async def greet(self) -> None:
+        """Say the greeting, or let the LLM open when there is none."""
+        if self.worker is None:
+            return
+        greeting = self.conversation.greeting
+        if greeting:
+            await self.worker.queue_frame(TTSSpeakFrame(greeting, append_to_context=True))
+
+    async def run(self) -> None:
+        """Run until the pipeline ends (the peer leaves, or ``stop()``)."""
+        if self.worker is None:
+            await self.build()
+        assert self.worker is not None
+        try:
+            await WorkerRunner(handle_sigint=False).run(self.worker)
+        finally:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    async def stop(self) -> None:
+        """End the call now."""
+        if self.worker is not None:
+            await self.worker.cancel(reason="stopped")
+
+    async def respond(self) -> None:
+        """Ask the LLM for a reply to the context as it stands."""
+        if self.worker is not None:
+            await self.worker.queue_frame(LLMRunFrame())
+
+    def __str__(self) -> str:
+        return f"ConversationBot({self.conversation.conversation_id})"

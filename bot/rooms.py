@@ -1,0 +1,131 @@
+"""Where a bot meets people: the local dev room, or a Daily room by URL."""
+
+import asyncio
+import re
+import time
+from contextlib import asynccontextmanager
+from urllib.parse import urlparse
+
+from loguru import logger
+from pipecat.transports.base_transport import TransportParams
+
+from bot.engines import EmbeddedModels, check_persona
+from bot.pipeline import Conversation, ConversationBot, transport_media_params
+from bot.settings import Settings
+from personas import load_persona
+
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+class RoomUrlError(ValueError):
+    """A Daily room URL that cannot be right; the message says what is allowed."""
+
+
+def validate_room_url(url: str) -> str:
+    """Check ``url`` looks like ``https://<domain>.daily.co/<room>`` (any https host).
+
+    Raises:
+        RoomUrlError: naming the value and what is expected.
+    """
+    expected = "expected https://<your-domain>.daily.co/<room-name>"
+    parsed = urlparse(url.strip())
+    if parsed.scheme != "https":
+        raise RoomUrlError(f"--room-url {url!r}: scheme must be https; {expected}")
+    if not parsed.hostname or "." not in parsed.hostname:
+        raise RoomUrlError(f"--room-url {url!r}: missing or invalid host; {expected}")
+    room = parsed.path.strip("/")
+    if not ROOM_NAME.match(room):
+        raise RoomUrlError(f"--room-url {url!r}: missing or invalid room name {room!r}; {expected}")
+    if parsed.query or parsed.fragment:
+        raise RoomUrlError(f"--room-url {url!r}: no query or fragment allowed (pass --token separately)")
+    return url.strip()
+
+
+def attach_bot_events(transport, bot: ConversationBot, *, connected_event: str, disconnected_event: str) -> None:
+    """Greet on join, end the pipeline when the peer leaves, route app messages."""
+
+    @transport.event_handler(connected_event)
+    async def _on_connected(transport, *args):
+        await bot.greet()
+
+    @transport.event_handler(disconnected_event)
+    async def _on_disconnected(transport, *args):
+        logger.info(f"{bot}: peer left; ending the conversation")
+        await bot.stop()
+
+    @transport.event_handler("on_app_message")
+    async def _on_app_message(transport, message, *args):
+        await bot.handle_client_message(message)
+
+
+def create_dev_room(settings: Settings, *, persona_name: str, started_at: float | None = None):
+    """The dev room app: our page, signalling, and one bot per browser that joins."""
+    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+
+    from bot.devroom import create_devroom_app
+
+    persona = load_persona(persona_name)
+    check_persona(persona, settings, name=persona_name)
+    models = EmbeddedModels(settings)
+
+    async def on_connection(connection) -> None:
+        transport = SmallWebRTCTransport(
+            webrtc_connection=connection, params=TransportParams(**transport_media_params(persona))
+        )
+        bot = ConversationBot(
+            conversation=Conversation(persona=persona, persona_name=persona_name),
+            transport=transport,
+            settings=settings,
+            models=models,
+        )
+        await bot.build()
+        attach_bot_events(
+            transport, bot, connected_event="on_client_connected", disconnected_event="on_client_disconnected"
+        )
+        await bot.run()
+
+    app = create_devroom_app(on_connection=on_connection)
+
+    @asynccontextmanager
+    async def lifespan(app_):
+        await models.prepare(persona)
+        took = time.monotonic() - started_at if started_at is not None else None
+        logger.info(
+            "Dev room ready: persona {} {}".format(persona_name, f"in {took:.1f} s" if took is not None else "")
+        )
+        try:
+            async with original_lifespan(app_):
+                yield
+        finally:
+            await models.close()
+
+    original_lifespan = app.router.lifespan_context
+    app.router.lifespan_context = lifespan
+    return app
+
+
+async def run_daily_room(settings: Settings, *, room_url: str, token: str | None, persona_name: str) -> None:
+    """Join a Daily room as a participant and talk until everyone leaves."""
+    from pipecat.transports.daily.transport import DailyParams, DailyTransport
+
+    persona = load_persona(persona_name)
+    check_persona(persona, settings, name=persona_name)
+    models = EmbeddedModels(settings)
+    try:
+        await models.prepare(persona)
+        params = transport_media_params(persona, video_in=False)
+        transport = DailyTransport(room_url, token, persona.persona_name, DailyParams(**params))
+        bot = ConversationBot(
+            conversation=Conversation(persona=persona, persona_name=persona_name),
+            transport=transport,
+            settings=settings,
+            models=models,
+        )
+        await bot.build()
+        attach_bot_events(
+            transport, bot, connected_event="on_first_participant_joined", disconnected_event="on_participant_left"
+        )
+        await bot.run()
+    finally:
+        await models.close()
+        await asyncio.sleep(0)

@@ -1,0 +1,105 @@
+"""Piper speech synthesis with phoneme timing for lip-sync."""
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+
+from loguru import logger
+from piper import PiperVoice, SynthesisConfig
+from pipecat.frames.frames import ErrorFrame, Frame
+from pipecat.services.settings import TTSSettings
+from pipecat.services.tts_service import TTSService
+
+from processors.frames import PhonemeTimingFrame
+
+_voices: dict[Path, PiperVoice] = {}
+_voices_lock = threading.Lock()
+
+
+def shared_piper_voice(voice_path: Path) -> PiperVoice:
+    """Load a piper voice (``.onnx`` beside its ``.onnx.json``) once per process.
+
+    The model is patched in memory to also output phoneme alignments.
+    """
+    voice_path = Path(voice_path)
+    with _voices_lock:
+        if voice_path not in _voices:
+            logger.debug(f"Loading piper voice {voice_path.name}")
+            _voices[voice_path] = PiperVoice.load(voice_path, include_alignments=True)
+        return _voices[voice_path]
+
+
+class PiperPhonemeTTSService(TTSService):
+    """Local piper TTS that also reports when each phoneme is spoken.
+
+    For every sentence it pushes a ``PhonemeTimingFrame`` followed by the
+    sentence's audio, so the replica renderer can shape the mouth exactly.
+
+    Args:
+        voice_path: The voice's ``.onnx`` file.
+        speed: Speaking rate; 1.0 is the voice's own, 1.2 is 20 % faster.
+        noise_scale: Piper's phoneme noise (expressiveness); ``None`` keeps the voice's.
+        noise_w: Piper's phoneme width noise; ``None`` keeps the voice's.
+        **kwargs: Passed to ``TTSService``.
+    """
+
+    Settings = TTSSettings
+
+    def __init__(
+        self,
+        *,
+        voice_path: Path,
+        speed: float = 1.0,
+        noise_scale: float | None = None,
+        noise_w: float | None = None,
+        **kwargs,
+    ):
+        if speed <= 0:
+            raise ValueError(f"voice_settings.speed must be > 0, got {speed}")
+        voice_path = Path(voice_path)
+        super().__init__(
+            push_start_frame=True,
+            push_stop_frames=True,
+            settings=self.Settings(model=None, voice=voice_path.stem, language=None),
+            **kwargs,
+        )
+        self._voice = shared_piper_voice(voice_path)
+        self._syn_config = SynthesisConfig(
+            length_scale=1.0 / speed, noise_scale=noise_scale, noise_w_scale=noise_w
+        )
+
+    def can_generate_metrics(self) -> bool:
+        """Piper reports TTFB and usage metrics."""
+        return True
+
+    def _synthesize(self, text: str) -> list:
+        return list(self._voice.synthesize(text, self._syn_config, include_alignments=True))
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        """Synthesize ``text`` sentence by sentence, timing first, then audio."""
+        logger.debug(f"{self}: Generating TTS [{text}]")
+        try:
+            await self.start_tts_usage_metrics(text)
+            chunks = await asyncio.to_thread(self._synthesize, text)
+            for chunk in chunks:
+                if chunk.phoneme_alignments:
+                    yield PhonemeTimingFrame(
+                        phonemes=[(a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments],
+                        sample_rate=chunk.sample_rate,
+                        context_id=context_id,
+                    )
+
+                async def one_chunk(data: bytes = chunk.audio_int16_bytes) -> AsyncIterator[bytes]:
+                    yield data
+
+                async for frame in self._stream_audio_frames_from_iterator(
+                    one_chunk(), in_sample_rate=chunk.sample_rate, context_id=context_id
+                ):
+                    await self.stop_ttfb_metrics()
+                    yield frame
+        except (RuntimeError, ValueError, OSError) as e:
+            logger.error(f"{self}: synthesis failed: {e}")
+            yield ErrorFrame(error=f"piper synthesis failed: {e}")
+        finally:
+            await self.stop_ttfb_metrics()

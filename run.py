@@ -1,0 +1,193 @@
+"""The one entry point.
+
+    python run.py [--host H] [--port P] [--persona NAME]      local dev room (default)
+    python run.py --room-url URL [--token T] [--persona NAME]   join a Daily room
+    python run.py talk --wav IN.wav --out OUT.wav|OUT.mp4 [--persona NAME] [--json]
+    python run.py personas                                      list personas and engines
+    python run.py replica create --image FACE.jpg --name NAME   a replica from a photo
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+STARTED_AT = time.monotonic()
+
+SUBCOMMANDS = ("talk", "personas", "replica")
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _configure_logging(level: str) -> None:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level=level.upper())
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Open conversational video interface. Without a subcommand: the local dev room.",
+        epilog="subcommands: talk, personas, replica create (see 'python run.py talk --help')",
+    )
+    parser.add_argument("--host", default="localhost", help="dev room host (default: localhost)")
+    parser.add_argument("--port", type=int, default=7860, help="dev room port (default: 7860)")
+    parser.add_argument("--persona", default="ava", help="persona module in personas/ (default: ava)")
+    parser.add_argument("--room-url", help="join this Daily room instead of serving the dev room")
+    parser.add_argument("--token", help="Daily meeting token for --room-url")
+    return parser
+
+
+def _talk_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py talk", description="One recorded turn through the pipeline.")
+    parser.add_argument("--wav", required=True, type=Path, help="the user's utterance (any rate, any channels)")
+    parser.add_argument("--out", required=True, type=Path, help="reply as .wav (audio) or .mp4 (replica video)")
+    parser.add_argument("--persona", default="ava")
+    parser.add_argument("--json", action="store_true", help="print transcript, reply and timings as JSON")
+    return parser
+
+
+def _replica_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py replica", description="Manage replicas.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="make a replica from a photo of a face")
+    create.add_argument("--image", required=True, type=Path)
+    create.add_argument("--name", required=True)
+    sub.add_parser("list", help="list replicas")
+    return parser
+
+
+def cmd_personas(settings) -> int:
+    from personas import list_personas, load_persona
+
+    for name in list_personas():
+        p = load_persona(name)
+        layers = p.layers
+        print(
+            f"{name:12} {p.persona_name!r:16} stt={layers.stt.stt_engine} llm={layers.llm.engine} "
+            f"tts={layers.tts.tts_engine} replica={layers.replica.replica_engine}:{p.replica_id or '-'}"
+        )
+    return 0
+
+
+def cmd_talk(args, settings) -> int:
+    from bot.engines import EmbeddedModels
+    from bot.talk import talk_once, write_wav
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".wav", ".mp4"):
+        raise CliError(f"--out {args.out}: must end in .wav or .mp4")
+
+    async def go():
+        models = EmbeddedModels(settings)
+        try:
+            return await talk_once(args.wav, persona_name=args.persona, settings=settings, models=models)
+        finally:
+            await models.close()
+
+    result = asyncio.run(go())
+    if suffix == ".wav":
+        write_wav(args.out, result.audio, result.sample_rate)
+    else:
+        from personas import load_persona
+        from processors.replica.assets import load_replica
+        from processors.replica.video_file import write_talking_video
+
+        persona = load_persona(args.persona)
+        replica = load_replica(settings.cvi_replicas_dir, persona.replica_id)
+        write_talking_video(
+            args.out, replica, result.audio, result.sample_rate, result.phonemes or None,
+            fps=persona.layers.replica.fps, size=(persona.layers.replica.width, persona.layers.replica.height),
+        )
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print(f"reply written to {args.out}")
+    return 0
+
+
+def cmd_replica(args, settings) -> int:
+    from processors.replica.assets import create_replica, list_replicas
+
+    if args.action == "list":
+        for replica_id in list_replicas(settings.cvi_replicas_dir):
+            print(replica_id)
+        return 0
+    path = create_replica(args.image, args.name, settings.cvi_replicas_dir)
+    print(f"replica created: {path}")
+    return 0
+
+
+def cmd_dev_room(args, settings) -> int:
+    import uvicorn
+
+    from bot.rooms import create_dev_room
+
+    app = create_dev_room(settings, persona_name=args.persona, started_at=STARTED_AT)
+    print(f"Dev room: open http://{args.host}:{args.port} (persona {args.persona})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_daily(args, settings) -> int:
+    from bot.rooms import run_daily_room, validate_room_url
+
+    room_url = validate_room_url(args.room_url)
+    asyncio.run(run_daily_room(settings, room_url=room_url, token=args.token, persona_name=args.persona))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from bot.settings import get_settings
+
+    settings = get_settings()
+    _configure_logging(settings.cvi_log_level)
+    # Errors a user can fix: one clear line, no traceback.
+    from bot.engines import EngineConfigError
+    from bot.rooms import RoomUrlError
+    from bot.settings import MissingKeyError
+    from bot.talk import TalkInputError
+    from personas import PersonaNotFoundError
+    from processors.llm.llama_server import LlamaServerError
+    from processors.weights import WeightsError
+
+    user_errors = (
+        CliError, EngineConfigError, RoomUrlError, MissingKeyError, TalkInputError,
+        PersonaNotFoundError, LlamaServerError, WeightsError, TimeoutError,
+    )
+    try:
+        from processors.replica.assets import ReplicaCreationError
+
+        user_errors += (ReplicaCreationError,)
+    except ImportError:
+        pass
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            command, rest = argv[0], argv[1:]
+            if command == "personas":
+                return cmd_personas(settings)
+            if command == "talk":
+                return cmd_talk(_talk_parser().parse_args(rest), settings)
+            return cmd_replica(_replica_parser().parse_args(rest), settings)
+        args = _main_parser().parse_args(argv)
+        if args.room_url is not None:
+            return cmd_daily(args, settings)
+        if args.token is not None:
+            raise CliError("--token needs --room-url")
+        return cmd_dev_room(args, settings)
+    except user_errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
