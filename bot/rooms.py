@@ -37,7 +37,7 @@ def validate_room_url(url: str) -> str:
     if not ROOM_NAME.match(room):
         raise RoomUrlError(f"--room-url {url!r}: missing or invalid room name {room!r}; {expected}")
     if parsed.query or parsed.fragment:
-        raise RoomUrlError(f"--room-url {url!r}: no query or fragment allowed (pass --token separately)")
+        raise RoomUrlError(f"--room-url {url!r}: no query or fragment allowed (pass --token separately); {expected}")
     return url.strip()
 
 
