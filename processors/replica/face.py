@@ -135,7 +135,7 @@ class FaceRig:
         corner = u * (0.12 * width if width > 0 else 0.22 * width)
         half = u + corner
         lens = np.clip(1.0 - (self._dx / half) ** 2, 0.0, 1.0)
-        drop = 0.5 * u * open_
+        drop = 0.62 * u * open_
         lift = 0.12 * u * open_
         jaw_cols = self._lip_rows[:, None] * lens[None, :] + (1.0 - self._lip_rows[:, None]) * self._jaw_x[None, :]
         map_y = r.gy - drop * self._jaw_rows[:, None] * jaw_cols + lift * self._upper_rows[:, None] * lens[None, :]

@@ -1,0 +1,181 @@
+"""The local replica renderer: a lip-synced talking head as a pipecat processor.
+
+Pipeline position::
+
+    ... -> TTS service -> ReplicaRendererProcessor -> transport.output()
+
+It passes the TTS audio on unchanged and pushes an ``OutputImageRawFrame``
+every ``1 / fps`` seconds, always, also while the replica listens.
+
+Sync: the output transport plays audio in real time, chunk after chunk, so
+audio handed downstream at time ``t`` is heard when the audio queued before
+it has played (or at ``t`` if none is). :class:`SpeechTrack` keeps that
+playback clock; each video frame shows the mouth for the audio being played
+while the frame is on screen. The transport's ``BotStartedSpeakingFrame``
+(it comes upstream when playback really starts) re-anchors the clock.
+
+Transport parameters to use with it: ``video_out_enabled=True``,
+``video_out_is_live=True``, ``video_out_framerate`` equal to ``fps``,
+``video_out_width``/``video_out_height`` equal to ``width``/``height``.
+With ``video_out_is_live=False`` the transport shows the latest frame at
+its own rate, which also works but may drop or repeat frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from loguru import logger
+from pydantic import BaseModel, Field
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from processors.frames import PhonemeTimingFrame
+from processors.replica.assets import Replica
+from processors.replica.face import FaceRig, IdleMotion
+from processors.replica.speech_track import SpeechTrack
+
+
+class ReplicaRendererParams(BaseModel):
+    """Options of :class:`ReplicaRendererProcessor`.
+
+    Parameters:
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        fps: Frames per second, pushed steadily.
+        audio_latency_secs: Extra time from handing audio downstream to it
+            being heard, if the transport adds buffering the video lacks.
+        render_in_thread: Render each frame in a worker thread so the event
+            loop stays free (OpenCV releases the GIL while it warps).
+        seed: Seed for blink and gaze timing.
+    """
+
+    width: int = Field(default=512, ge=64, le=2048)
+    height: int = Field(default=512, ge=64, le=2048)
+    fps: int = Field(default=25, ge=1, le=60)
+    audio_latency_secs: float = Field(default=0.0, ge=0.0, le=2.0)
+    render_in_thread: bool = True
+    seed: int = 0
+
+
+class ReplicaRendererProcessor(FrameProcessor):
+    """Animates a replica's portrait in step with the TTS audio.
+
+    Consumes ``PhonemeTimingFrame``; passes every other frame on. Pushes
+    ``OutputImageRawFrame(format="RGB")`` at ``params.fps`` from ``StartFrame``
+    until ``EndFrame``/``CancelFrame``. Each image frame's ``metadata`` has
+    ``replica_time`` (the clock time it shows) and ``replica_speaking``.
+
+    Args:
+        replica: The replica to animate (see ``load_replica``).
+        params: Size, frame rate and sync options.
+        clock: Monotonic clock in seconds; tests may pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        replica: Replica,
+        params: ReplicaRendererParams | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self._params = params or ReplicaRendererParams()
+        self._replica = replica
+        self._clock = clock
+        self._rig = FaceRig(replica, (self._params.width, self._params.height))
+        self._idle = IdleMotion(seed=self._params.seed)
+        self._track = SpeechTrack(latency_s=self._params.audio_latency_secs)
+        self._video_task: asyncio.Task | None = None
+        self._origin = 0.0
+        self.frames_rendered = 0
+
+    @property
+    def speech_track(self) -> SpeechTrack:
+        """The playback-clock model of the queued speech."""
+        return self._track
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Track speech, consume phoneme timing, start and stop the frame loop."""
+        await super().process_frame(frame, direction)
+
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._start_video()
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            await self._stop_video()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, PhonemeTimingFrame):
+            self._track.add_phonemes(frame.phonemes, frame.sample_rate)
+        elif isinstance(frame, TTSAudioRawFrame):
+            self._track.add_audio(frame.audio, frame.sample_rate, frame.num_channels, self._clock())
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, InterruptionFrame):
+            self._track.clear()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            if direction == FrameDirection.UPSTREAM:
+                self._track.playback_started(self._clock())
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    def render_at(self, now: float):
+        """The RGB frame (numpy, HxWx3) for clock time ``now`` and whether speech plays then."""
+        shape, loudness = self._track.shape_at(now)
+        pose = self._idle.pose_at(now - self._origin, shape, loudness)
+        return self._rig.render(pose), self._track.is_speaking(now)
+
+    def _start_video(self) -> None:
+        if self._video_task is None:
+            self._video_task = self.create_task(self._video_loop(), name=f"{self}::video")
+
+    async def _stop_video(self) -> None:
+        if self._video_task is not None:
+            await self.cancel_task(self._video_task)
+            self._video_task = None
+
+    async def _video_loop(self) -> None:
+        period = 1.0 / self._params.fps
+        size = (self._params.width, self._params.height)
+        start = self._clock()
+        self._origin = start
+        index = 0
+        while True:
+            target = start + index * period
+            delay = target - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -5 * period:
+                logger.warning(f"{self}: rendering fell {-delay:.3f}s behind; skipping frames")
+                start = self._clock()
+                index = 0
+                target = start
+            # The frame is on screen for one period: show the audio at its middle.
+            shown = target + period / 2
+            shape, loudness = self._track.shape_at(shown)
+            speaking = self._track.is_speaking(shown)
+            pose = self._idle.pose_at(shown - self._origin, shape, loudness)
+            if self._params.render_in_thread:
+                image = await asyncio.to_thread(self._rig.render, pose)
+            else:
+                image = self._rig.render(pose)
+            frame = OutputImageRawFrame(image=image.tobytes(), size=size, format="RGB")
+            frame.metadata["replica_time"] = shown
+            frame.metadata["replica_speaking"] = speaking
+            await self.push_frame(frame)
+            self.frames_rendered += 1
+            index += 1
