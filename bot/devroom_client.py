@@ -239,7 +239,7 @@ class DevRoomClient:
     Args:
         base_url: The dev room, e.g. ``"http://127.0.0.1:7860"``.
         camera: A still image (file path or RGB array) to send as the camera, or
-            ``None`` to send no camera (the video transceiver then only receives).
+            ``None`` to send no camera (its transceiver is there, with no track).
         keep_video_images: How many of the most recent received frames keep their
             pixels in ``video_frames`` (all keep their timestamps and size).
         request_timeout_s: Timeout for each signalling request.
@@ -313,7 +313,10 @@ class DevRoomClient:
             self._camera = StillCameraTrack(self._camera_image)
             pc.addTransceiver(self._camera, direction="sendrecv")
         else:
-            pc.addTransceiver("video", direction="recvonly")
+            # Like a browser whose camera is off: a sendrecv transceiver with no
+            # track. pipecat 1.14 with camera input enabled logs an
+            # AttributeError at hang-up when the camera transceiver is recvonly.
+            pc.addTransceiver("video", direction="sendrecv")
         self._open_channel(pc)
 
         await self._negotiate()

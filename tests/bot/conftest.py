@@ -38,11 +38,12 @@ from pipecat.frames.frames import (
     OutputImageRawFrame,
     OutputTransportMessageUrgentFrame,
     StartFrame,
+    UserImageRawFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.base_transport import TransportParams, VideoInSourceParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
@@ -105,6 +106,7 @@ class ToneReplyBot(FrameProcessor):
         self._video_task: asyncio.Task | None = None
         self._reply_task: asyncio.Task | None = None
         self.heard_app_messages: list[Any] = []
+        self.camera_frames: list[tuple[int, int]] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -118,6 +120,8 @@ class ToneReplyBot(FrameProcessor):
             await self._hear(frame)
         elif isinstance(frame, InputTransportMessageFrame):
             await self._on_app_message(frame.message)
+        elif isinstance(frame, UserImageRawFrame):
+            self.camera_frames.append(frame.size)
         else:
             await self.push_frame(frame, direction)
 
@@ -162,7 +166,7 @@ class ToneReplyBot(FrameProcessor):
         if event_type == "conversation.respond":
             text = str(message.get("properties", {}).get("text", ""))
             await self._utterance("user", text, final=True)
-            await self._reply(f"you said: {text}", end_of_turn_ms=None)
+            await self._reply(f"you said: {text}", end_of_turn_ms=None, measure=False)
         elif event_type == "conversation.interrupt":
             if self._reply_task:
                 await self.cancel_task(self._reply_task)
@@ -180,7 +184,7 @@ class ToneReplyBot(FrameProcessor):
             )
         )
 
-    async def _reply(self, speech: str, *, end_of_turn_ms: float | None) -> None:
+    async def _reply(self, speech: str, *, end_of_turn_ms: float | None, measure: bool = True) -> None:
         self._turns += 1
         started = time.monotonic()
         inference_id = f"turn-{self._turns}"
@@ -194,6 +198,13 @@ class ToneReplyBot(FrameProcessor):
         first_audio_ms = (time.monotonic() - started) * 1000
         await self._utterance("replica", speech, final=True)
         eot = round(end_of_turn_ms) if end_of_turn_ms is not None else None
+        if measure:
+            await self._latency(inference_id, eot, first_audio_ms)
+        if self._reply_task:
+            await self.cancel_task(self._reply_task)
+        self._reply_task = self.create_task(self._stopped_speaking_later(inference_id))
+
+    async def _latency(self, inference_id: str, eot: int | None, first_audio_ms: float) -> None:
         await self.push_frame(
             _event(
                 "conversation.latency",
@@ -209,9 +220,6 @@ class ToneReplyBot(FrameProcessor):
                 },
             )
         )
-        if self._reply_task:
-            await self.cancel_task(self._reply_task)
-        self._reply_task = self.create_task(self._stopped_speaking_later(inference_id))
 
     async def _stopped_speaking_later(self, inference_id: str) -> None:
         await asyncio.sleep(TONE_S)
@@ -266,6 +274,8 @@ def make_tone_bot(sessions: ToneBotSessions) -> OnConnection:
                 video_out_enabled=True,
                 video_out_width=VIDEO_SIZE[0],
                 video_out_height=VIDEO_SIZE[1],
+                video_in_enabled=True,
+                video_in_sources={"camera": VideoInSourceParams(framerate=5)},
             ),
         )
         bot = ToneReplyBot()

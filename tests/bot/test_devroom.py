@@ -8,10 +8,12 @@ import asyncio
 import time
 
 import httpx
+import numpy as np
 import pytest
 
+from bot.devroom import OnConnection
 from bot.devroom_client import DevRoomClient
-from tests.bot.conftest import ToneBotSessions, speech_wav, wait_for
+from tests.bot.conftest import ToneBotSessions, serve_devroom, speech_wav, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +50,8 @@ async def test_health_page_and_offer_validation(devroom_url: str) -> None:
 async def test_speech_in_gets_audio_video_and_events_back(
     devroom_url: str, tone_bot_sessions: ToneBotSessions, logged_errors: list[str]
 ) -> None:
-    async with DevRoomClient(devroom_url) as client:
+    camera = np.full((240, 320, 3), (200, 120, 40), dtype=np.uint8)
+    async with DevRoomClient(devroom_url, camera=camera) as client:
         await client.connect()
         frame = await client.wait_for_video(count=5)
         playback = await client.play_wav(speech_wav())
@@ -87,6 +90,8 @@ async def test_speech_in_gets_audio_video_and_events_back(
             },
         )
 
+        (bot,) = tone_bot_sessions.bots.values()
+        assert bot.camera_frames and set(bot.camera_frames) == {(320, 240)}
         audio, rate = client.received_audio()
         assert rate == 48000 and audio.size > rate  # over a second of audio came back
 
@@ -116,5 +121,22 @@ async def test_peer_leaving_mid_stream_ends_only_its_bot(
         await staying.wait_for_audio(after=playback.ended_at, timeout_s=10)
 
     await wait_for(lambda: len(tone_bot_sessions.finished) == 2, 10)
+    assert tone_bot_sessions.errors == []
+    assert logged_errors == []
+
+
+async def test_server_shutdown_hangs_up_and_ends_every_bot(
+    devroom_on_connection: OnConnection, tone_bot_sessions: ToneBotSessions, logged_errors: list[str]
+) -> None:
+    async with serve_devroom(devroom_on_connection) as url:
+        client = DevRoomClient(url)
+        await client.connect()
+        await client.wait_for_video()
+    # The app's lifespan has disconnected the peer and waited for its bot.
+    try:
+        assert tone_bot_sessions.finished == tone_bot_sessions.started != []
+        await wait_for(lambda: client.peer_left, 5)
+    finally:
+        await client.close()
     assert tone_bot_sessions.errors == []
     assert logged_errors == []
