@@ -1,0 +1,105 @@
+"""The renderer processor in a pipeline: pacing, liveliness, interruption."""
+
+import numpy as np
+import pytest
+
+from pipecat.frames.frames import InterruptionFrame, OutputImageRawFrame, TTSAudioRawFrame
+from pipecat.tests.utils import SleepFrame, run_test
+
+from processors.frames import PhonemeTimingFrame
+from processors.replica.assets import load_replica
+from processors.replica.face import IdleMotion
+from processors.replica.renderer import ReplicaRendererParams, ReplicaRendererProcessor
+from tests.replica.measure import eye_whites, mouth_opening
+
+pytestmark = pytest.mark.models
+
+
+def _speech_frames(speech, chunk_s=0.25):
+    audio, rate, phonemes = speech
+    frames = [PhonemeTimingFrame(phonemes=phonemes, sample_rate=rate)]
+    step = int(rate * chunk_s)
+    for start in range(0, len(audio), step):
+        frames.append(TTSAudioRawFrame(audio[start : start + step].tobytes(), rate, 1))
+    return frames
+
+
+def _rgb(frame: OutputImageRawFrame) -> np.ndarray:
+    w, h = frame.size
+    return np.frombuffer(frame.image, np.uint8).reshape(h, w, 3)
+
+
+async def test_steady_25_fps_for_10_s_and_audio_passes_unchanged(speech):
+    renderer = ReplicaRendererProcessor(replica=load_replica("ada"))
+    sent = _speech_frames(speech)
+    down, _ = await run_test(renderer, frames_to_send=[*sent, SleepFrame(10.3)])
+
+    images = [f for f in down if isinstance(f, OutputImageRawFrame)]
+    times = np.array([f.metadata["replica_time"] for f in images])
+    in_window = np.count_nonzero((times >= times[0]) & (times < times[0] + 10.0))
+    assert abs(in_window - 250) <= 1
+    assert all(f.size == (512, 512) and f.format == "RGB" for f in images)
+
+    # Audio passes on unchanged and in order; phoneme timing is consumed.
+    audio_out = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert [f.audio for f in audio_out] == [f.audio for f in sent[1:]]
+    assert not any(isinstance(f, PhonemeTimingFrame) for f in down)
+
+    # While speaking no two consecutive frames are the same, and the mouth moves.
+    speaking = [i for i, f in enumerate(images) if f.metadata["replica_speaking"]]
+    duration = len(speech[0]) / speech[1]
+    assert len(speaking) >= int(duration * 25) - 2
+    for i in speaking[1:]:
+        assert images[i].image != images[i - 1].image
+    landmarks = renderer._rig.landmarks
+    openings = [mouth_opening(_rgb(images[i]), landmarks) for i in speaking]
+    assert max(openings) - min(openings) > 150
+
+
+async def test_interruption_returns_mouth_to_rest_within_one_frame(speech):
+    renderer = ReplicaRendererProcessor(replica=load_replica("ada"))
+    down, _ = await run_test(
+        renderer,
+        frames_to_send=[*_speech_frames(speech), SleepFrame(1.5), InterruptionFrame(), SleepFrame(0.5)],
+    )
+    cut = next(i for i, f in enumerate(down) if isinstance(f, InterruptionFrame))
+    before = [f for f in down[:cut] if isinstance(f, OutputImageRawFrame)]
+    after = [f for f in down[cut:] if isinstance(f, OutputImageRawFrame)]
+    assert before[-1].metadata["replica_speaking"]
+    landmarks = renderer._rig.landmarks
+    rest = mouth_opening(renderer._rig.base, landmarks)
+    spoken = max(mouth_opening(_rgb(f), landmarks) for f in before[-25:])
+    assert spoken > rest + 150
+    # The first frame rendered after the interruption has the mouth at rest, and so do all later ones.
+    assert not after[0].metadata["replica_speaking"]
+    for f in after:
+        assert abs(mouth_opening(_rgb(f), landmarks) - rest) < 0.15 * (spoken - rest)
+    # Queued speech timing is gone.
+    assert not renderer.speech_track.is_speaking(after[-1].metadata["replica_time"])
+
+
+def test_blinks_every_2_to_6_s_and_visible_in_pixels():
+    idle = IdleMotion(seed=3)
+    blinks = np.array(idle.blink_times(600.0))
+    gaps = np.diff(blinks)
+    assert gaps.max() <= 6.0
+    assert np.all((gaps >= 2.0) | np.isclose(gaps, 0.3))  # 0.3 s: a double blink
+    assert len(set(np.round(gaps, 2))) > 20  # irregular
+
+    # Ten seconds of listening, rendered on an injected clock: the eyes close at least once.
+    renderer = ReplicaRendererProcessor(
+        replica=load_replica("leo"), params=ReplicaRendererParams(seed=5), clock=lambda: 0.0
+    )
+    landmarks = renderer._rig.landmarks
+    whites = []
+    previous = None
+    for i in range(250):
+        frame, speaking = renderer.render_at(i / 25 + 0.02)
+        assert not speaking
+        whites.append(eye_whites(frame, landmarks))
+        if previous is not None:
+            assert not np.array_equal(frame, previous)  # head and breath keep moving
+        previous = frame
+    whites = np.array(whites)
+    open_level = np.median(whites)
+    assert np.count_nonzero(whites < 0.4 * open_level) >= 1
