@@ -14,6 +14,25 @@ endpoints the page and :class:`bot.devroom_client.DevRoomClient` speak:
 No STUN or TURN servers are used: the dev room is for peers on this machine
 or its LAN, and it must connect on a machine whose only interface is
 loopback (see :func:`allow_loopback_ice_candidates`).
+
+What a peer must do (pipecat 1.14's SmallWebRTC; the page and the Python
+client both do it):
+
+- Transceivers in this order: 0 audio (microphone), 1 video (camera), and
+  optionally 2 video (screen). Keep 1 ``sendrecv`` even without a camera.
+- Open a data channel (``"chat"``, ordered) and send ``"ping: <ms>"`` every
+  second; without pings for 3 s pipecat counts the peer as gone.
+- Data channel messages are JSON. ``{"type": "signalling", "message": {"type":
+  "renegotiate"}}`` asks the peer for a new offer (POST with its ``pc_id``);
+  ``{"type": "peerLeft"}`` inside the same envelope means the bot hung up. A
+  peer sends ``{"type": "signalling", "message": {"type": "trackStatus",
+  "receiver_index": 0|1, "enabled": bool}}`` to say a track is on or off.
+- App messages: the bot's ``OutputTransportMessage[Urgent]Frame(message=d)`` reaches
+  the peer as ``json.dumps(d)`` verbatim, no envelope. Inbound, the connection
+  reads ``message["type"]`` first and drops a message without one (KeyError,
+  logged), so peers send ``{"type": <event_type>, "message_type":
+  "conversation", "event_type": ..., "properties": {...}}``; the pipeline
+  gets the whole dict as ``InputTransportMessageFrame.message``.
 """
 
 import asyncio

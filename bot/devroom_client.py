@@ -243,6 +243,9 @@ class DevRoomClient:
         keep_video_images: How many of the most recent received frames keep their
             pixels in ``video_frames`` (all keep their timestamps and size).
         request_timeout_s: Timeout for each signalling request.
+        allow_loopback_ice: Offer 127.0.0.1 ICE candidates (see
+            :func:`bot.devroom.allow_loopback_ice_candidates`); needed on a
+            loopback-only machine.
     """
 
     def __init__(
@@ -252,10 +255,12 @@ class DevRoomClient:
         camera: str | Path | np.ndarray | None = None,
         keep_video_images: int = 30,
         request_timeout_s: float = 20.0,
+        allow_loopback_ice: bool = True,
     ):
         self.base_url = base_url.rstrip("/")
         self._camera_image = load_image_rgb(camera) if isinstance(camera, (str, Path)) else camera
         self._keep_video_images = keep_video_images
+        self._allow_loopback_ice = allow_loopback_ice
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=request_timeout_s)
         self._pc: RTCPeerConnection | None = None
         self._channel: RTCDataChannel | None = None
@@ -292,7 +297,8 @@ class DevRoomClient:
 
     async def connect(self, timeout_s: float = 20.0) -> None:
         """Offer, get the answer, and wait until media flows and the data channel is open."""
-        allow_loopback_ice_candidates()
+        if self._allow_loopback_ice:
+            allow_loopback_ice_candidates()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._pc = pc
         connected = asyncio.Event()

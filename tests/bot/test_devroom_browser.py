@@ -97,14 +97,18 @@ async def browser_page(fake_microphone_wav: Path, tmp_path: Path) -> AsyncIterat
 
 
 async def test_page_joins_hears_and_shows_the_replica(
-    devroom_url: str, browser_page, tone_bot_sessions: ToneBotSessions, tmp_path: Path
+    devroom_url: str,
+    browser_page,
+    tone_bot_sessions: ToneBotSessions,
+    logged_errors: list[str],
+    tmp_path: Path,
 ) -> None:
     page = browser_page
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url))
+    requests: list[tuple[str, str]] = []
+    page.on("request", lambda r: requests.append((r.method, r.url)))
 
     await page.goto(devroom_url)
     assert await page.text_content("#status") == "idle"
@@ -145,9 +149,13 @@ async def test_page_joins_hears_and_shows_the_replica(
     await page.click("#leave")
     assert (await page.text_content("#status")).startswith("disconnected")
     await wait_for(lambda: tone_bot_sessions.finished == tone_bot_sessions.started, 10)
+    (bot,) = tone_bot_sessions.bots.values()
+    assert bot.camera_frames, "the bot saw no frame of the browser's camera"
     assert tone_bot_sessions.errors == []
+    assert logged_errors == []
     assert console_errors == [], console_errors
-    assert all(url.startswith(devroom_url) for url in requests), requests
+    assert all(url.startswith(devroom_url) for _, url in requests), requests
+    assert ("PATCH", f"{devroom_url}/api/offer") in requests, "no ICE candidate was trickled"
 
 
 REFUSE_CAMERA = """(() => {
@@ -160,7 +168,7 @@ REFUSE_CAMERA = """(() => {
 
 
 async def test_page_joins_audio_only_when_the_camera_is_refused(
-    devroom_url: str, browser_page, tone_bot_sessions: ToneBotSessions
+    devroom_url: str, browser_page, tone_bot_sessions: ToneBotSessions, logged_errors: list[str]
 ) -> None:
     page = browser_page
     await page.add_init_script(REFUSE_CAMERA)
@@ -178,3 +186,5 @@ async def test_page_joins_audio_only_when_the_camera_is_refused(
     assert stats["videoTracks"] == 1  # the replica's video still arrives
     await page.click("#leave")
     await wait_for(lambda: tone_bot_sessions.finished == tone_bot_sessions.started, 10)
+    assert tone_bot_sessions.errors == []
+    assert logged_errors == []
