@@ -99,7 +99,7 @@ def check_persona(persona: Persona, settings: Settings, *, name: str) -> None:
         from processors.replica.assets import list_replicas
 
         available = list_replicas(settings.cvi_replicas_dir)
-        if persona.replica_id and persona.replica_id not in available:
+        if persona.replica_id not in available:
             raise EngineConfigError(
                 f"persona {name!r}: replica {persona.replica_id!r} not found; "
                 f"available: {', '.join(available)}"
@@ -194,6 +194,9 @@ def build_stt(persona: Persona, settings: Settings, models: EmbeddedModels):
             language=stt.language,
             hotwords=stt.hotwords,
             cpu_threads=settings.cvi_stt_threads,
+            # Speech end -> final transcript, p99, on two cores: the turn
+            # strategy waits at most this long for a late transcript.
+            ttfs_p99_latency=1.5,
         )
     from pipecat.services.openai.stt import OpenAISTTService
     from pipecat.transcriptions.language import Language
@@ -206,8 +209,13 @@ def build_stt(persona: Persona, settings: Settings, models: EmbeddedModels):
     )
 
 
-def build_llm(persona: Persona, settings: Settings, models: EmbeddedModels) -> OpenAILLMService:
-    """The LLM service: the embedded llama.cpp server or an OpenAI-compatible API."""
+def build_llm(
+    persona: Persona, settings: Settings, models: EmbeddedModels, *, system_instruction: str | None = None
+) -> OpenAILLMService:
+    """The LLM service: the embedded llama.cpp server or an OpenAI-compatible API.
+
+    ``system_instruction`` defaults to the persona's full system prompt.
+    """
     llm = persona.layers.llm
     extra_body = dict(llm.extra_body)
     if llm.engine == "llama_cpp":
@@ -233,7 +241,11 @@ def build_llm(persona: Persona, settings: Settings, models: EmbeddedModels) -> O
         base_url=base_url,
         default_headers=llm.headers or None,
         settings=OpenAILLMService.Settings(
-            model=model, temperature=llm.temperature, max_tokens=llm.max_tokens, extra=extra
+            model=model,
+            system_instruction=system_instruction or persona.full_system_prompt(),
+            temperature=llm.temperature,
+            max_tokens=llm.max_tokens,
+            extra=extra,
         ),
     )
 

@@ -87,7 +87,7 @@ def build_replica(persona: Persona, settings: Settings) -> FrameProcessor | None
     from processors.replica.assets import load_replica
     from processors.replica.renderer import ReplicaRendererParams, ReplicaRendererProcessor
 
-    assets = load_replica(settings.cvi_replicas_dir, persona.replica_id)
+    assets = load_replica(persona.replica_id, settings.cvi_replicas_dir)
     return ReplicaRendererProcessor(
         replica=assets,
         params=ReplicaRendererParams(width=replica.width, height=replica.height, fps=replica.fps),
@@ -153,10 +153,10 @@ class ConversationBot:
         persona = self.conversation.persona
         layers = persona.layers
         stt = build_stt(persona, self._settings, self._models)
-        llm = build_llm(persona, self._settings, self._models)
-        tts = build_tts(persona, self._settings, self._models)
         system = persona.full_system_prompt(self.conversation.conversational_context)
-        context = LLMContext(messages=[{"role": "system", "content": system}])
+        llm = build_llm(persona, self._settings, self._models, system_instruction=system)
+        tts = build_tts(persona, self._settings, self._models)
+        context = LLMContext()
         aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
 
         processors: list[FrameProcessor] = [self._transport.input(), stt, aggregators.user(), llm, tts]

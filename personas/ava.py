@@ -25,7 +25,7 @@ PERSONA = Persona(
         "miradouro, fado music at night, day trips to Sintra."
     ),
     custom_greeting="Hi, I'm Ava, your Lisbon guide. What would you like to see?",
-    default_replica_id="astronaut",
+    default_replica_id="eileen",
     layers=Layers(
         stt=STTLayer(stt_engine="whisper", participant_pause_sensitivity="high"),
         conversational_flow=ConversationalFlowLayer(

@@ -20,7 +20,7 @@ PERSONA = Persona(
     ),
     context="The student is practising arithmetic, fractions and simple algebra.",
     custom_greeting="Hello, I'm Max. What are we working on today?",
-    default_replica_id="sketch",
+    default_replica_id="leo",
     layers=Layers(
         # A thinking student pauses mid-sentence: wait longer before answering,
         # and do not let a cough cut the tutor off.

@@ -9,7 +9,7 @@ PERSONA = Persona(
         "are spoken aloud: one or two short sentences, no lists or markdown."
     ),
     custom_greeting="Hi, I'm Nova. How can I help?",
-    default_replica_id="astronaut",
+    default_replica_id="ada",
     layers=Layers(
         stt=STTLayer(stt_engine="openai", model="gpt-4o-transcribe"),
         llm=LLMLayer(engine="openai", model="gpt-4.1-mini", max_tokens=150),

@@ -1,0 +1,57 @@
+"""Piper with phoneme timing: synthesise, check the timing, transcribe it back."""
+
+import numpy as np
+import pytest
+import soxr
+from pipecat.frames.frames import TranscriptionFrame, TTSAudioRawFrame, TTSSpeakFrame
+from pipecat.tests.utils import run_test
+
+from processors.frames import PhonemeTimingFrame
+from processors.stt.whisper import LocalWhisperSTTService
+from processors.tts.piper import PiperPhonemeTTSService
+from processors.weights import piper_voice, whisper_model
+from tests.speech import word_error_rate
+
+pytestmark = pytest.mark.models
+
+PASSAGE = (
+    "The old city is built on seven hills above the river. "
+    "Take the yellow tram up to the castle, then walk down the narrow streets for grilled fish and fresh bread."
+)
+
+
+async def synthesise(settings, text: str, **voice_settings) -> tuple[np.ndarray, int, list[PhonemeTimingFrame]]:
+    tts = PiperPhonemeTTSService(voice_path=piper_voice(None, cache_dir=settings.cvi_cache_dir), **voice_settings)
+    down, _ = await run_test(tts, frames_to_send=[TTSSpeakFrame(text)])
+    audio_frames = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    timing = [f for f in down if isinstance(f, PhonemeTimingFrame)]
+    assert audio_frames, "no audio came out"
+    rate = audio_frames[0].sample_rate
+    audio = np.frombuffer(b"".join(f.audio for f in audio_frames), dtype=np.int16)
+    return audio, rate, timing
+
+
+async def test_round_trip_through_whisper(settings):
+    audio, rate, timing = await synthesise(settings, PASSAGE)
+    assert timing, "piper gave no phoneme timing"
+    # Phoneme timing covers the audio it precedes (resampled from piper's rate).
+    timed_secs = sum(n for f in timing for _, n in f.phonemes) / timing[0].sample_rate
+    assert timed_secs == pytest.approx(len(audio) / rate, abs=0.05)
+    speech16k = soxr.resample(audio.astype(np.float32) / 32768, rate, 16000)
+    stt = LocalWhisperSTTService(model=whisper_model(None, cache_dir=settings.cvi_cache_dir))
+    pcm = (speech16k * 32767).astype(np.int16).tobytes()
+    heard = " ".join([f.text async for f in stt.run_stt(pcm) if isinstance(f, TranscriptionFrame)])
+    wer = word_error_rate([PASSAGE], [heard])
+    print(f"piper -> whisper round trip WER {wer:.1%}: {heard!r}")
+    assert wer <= 0.1
+
+
+async def test_speed_setting_changes_the_duration(settings):
+    normal, rate, _ = await synthesise(settings, "Seven hills above the river.")
+    slow, _, _ = await synthesise(settings, "Seven hills above the river.", speed=0.8)
+    assert len(slow) / len(normal) == pytest.approx(1 / 0.8, rel=0.15)
+
+
+def test_bad_speed_is_refused(settings):
+    with pytest.raises(ValueError, match="speed"):
+        PiperPhonemeTTSService(voice_path=piper_voice(None, cache_dir=settings.cvi_cache_dir), speed=0)
