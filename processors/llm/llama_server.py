@@ -148,7 +148,9 @@ class LlamaServer:
     """A llama-server child process serving one GGUF model.
 
     The server runs in its own process group; ``stop()`` terminates the
-    whole group, and the child gets SIGTERM if this process dies first.
+    whole group. On Linux the child also gets SIGTERM when the thread that
+    started it exits (``PR_SET_PDEATHSIG``), so a crashed bot leaves no server:
+    start it from the thread that runs the event loop.
 
     Default flags, chosen for latency on a small CPU machine:
 
@@ -294,7 +296,7 @@ class LlamaServer:
             while True:
                 if self._process.returncode is not None:
                     if self._output_task:  # let the reader collect the last lines
-                        with contextlib.suppress(asyncio.TimeoutError):
+                        with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(asyncio.shield(self._output_task), 1.0)
                     raise LlamaServerError(
                         f"{self}: llama-server exited with code {self._process.returncode} while starting; "
@@ -352,13 +354,13 @@ class LlamaServer:
                 os.killpg(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), self._stop_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning(f"{self}: no exit {self._stop_timeout:.0f} s after SIGTERM; killing")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
         if self._output_task is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._output_task, 2.0)
             self._output_task = None
         logger.debug(f"{self}: stopped (exit code {process.returncode})")

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.settings import get_settings
 from processors.llm.llama_server import (
     LlamaServer,
     LlamaServerError,
@@ -16,7 +17,6 @@ from processors.llm.llama_server import (
     find_llama_server,
     llama_server_cache_path,
 )
-from bot.settings import get_settings
 from processors.weights import llm_gguf
 
 pytestmark = pytest.mark.integration
@@ -146,7 +146,9 @@ async def test_warm_system_prompt_makes_the_first_token_faster(binary: Path, mod
     assert cold["cache_n"] < 10 and cold["prompt_n"] > 150
     assert warm["cache_n"] > 150 and warm["prompt_n"] < 30
     # Time to first token as the server measures it (wall-clock is at the mercy of a busy CI machine).
-    assert warm["prompt_ms"] < cold["prompt_ms"], f"prompt {warm['prompt_ms']:.0f} ms warm, {cold['prompt_ms']:.0f} ms cold"
+    assert warm["prompt_ms"] < cold["prompt_ms"], (
+        f"prompt {warm['prompt_ms']:.0f} ms warm, {cold['prompt_ms']:.0f} ms cold"
+    )
 
 
 async def test_context_manager_stops_the_process_group(binary: Path, model: Path):
