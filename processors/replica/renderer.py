@@ -160,10 +160,11 @@ class ReplicaRendererProcessor(FrameProcessor):
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -5 * period:
-                logger.warning(f"{self}: rendering fell {-delay:.3f}s behind; skipping frames")
-                start = self._clock()
-                index = 0
-                target = start
+                # Far behind (the machine stalled): skip to the current slot.
+                skipped = int(-delay / period)
+                logger.warning(f"{self}: rendering fell {-delay:.3f}s behind; skipping {skipped} frames")
+                index += skipped
+                target = start + index * period
             # The frame is on screen for one period: show the audio at its middle.
             shown = target + period / 2
             shape, loudness = self._track.shape_at(shown)
