@@ -202,7 +202,9 @@ class ConversationBot:
             await self.build()
         assert self.worker is not None
         try:
-            await WorkerRunner(handle_sigint=False).run(self.worker)
+            runner = WorkerRunner(handle_sigint=False)
+            await runner.add_workers(self.worker)
+            await runner.run()
         finally:
             if self._session is not None:
                 await self._session.close()

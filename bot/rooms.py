@@ -58,15 +58,12 @@ def attach_bot_events(transport, bot: ConversationBot, *, connected_event: str, 
         await bot.handle_client_message(message)
 
 
-def create_dev_room(settings: Settings, *, persona_name: str, started_at: float | None = None):
-    """The dev room app: our page, signalling, and one bot per browser that joins."""
+def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: str):
+    """The dev room's ``on_connection``: one conversation bot per peer that joins."""
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
-
-    from bot.devroom import create_devroom_app
 
     persona = load_persona(persona_name)
     check_persona(persona, settings, name=persona_name)
-    models = EmbeddedModels(settings)
 
     async def on_connection(connection) -> None:
         transport = SmallWebRTCTransport(
@@ -84,6 +81,16 @@ def create_dev_room(settings: Settings, *, persona_name: str, started_at: float 
         )
         await bot.run()
 
+    return on_connection
+
+
+def create_dev_room(settings: Settings, *, persona_name: str, started_at: float | None = None):
+    """The dev room app: our page, signalling, and one bot per browser that joins."""
+    from bot.devroom import create_devroom_app
+
+    persona = load_persona(persona_name)
+    models = EmbeddedModels(settings)
+    on_connection = dev_room_bot(settings, models, persona_name=persona_name)
     app = create_devroom_app(on_connection=on_connection)
 
     @asynccontextmanager

@@ -27,7 +27,11 @@ PERSONA = Persona(
     custom_greeting="Hi, I'm Ava, your Lisbon guide. What would you like to see?",
     default_replica_id="eileen",
     layers=Layers(
-        stt=STTLayer(stt_engine="whisper", participant_pause_sensitivity="high"),
+        stt=STTLayer(
+            stt_engine="whisper",
+            participant_pause_sensitivity="high",
+            hotwords=["Lisbon", "Alfama", "Belem", "Sintra"],
+        ),
         conversational_flow=ConversationalFlowLayer(
             turn_taking_patience="low", replica_interruptibility="high"
         ),

@@ -1,0 +1,110 @@
+"""The real bot in the dev room, met by a real WebRTC peer (aiortc) on loopback."""
+
+import asyncio
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.devroom_client import DevRoomClient
+from bot.rooms import dev_room_bot
+from personas import load_persona
+from tests.bot.conftest import serve_devroom
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "What should I eat in Lisbon?"
+
+
+@pytest.fixture(scope="module")
+def spoken_question(tmp_path_factory) -> Path:
+    """The question recorded by another voice than the bot's (espeak-ng)."""
+    assert shutil.which("espeak-ng"), "espeak-ng is installed by scripts/setup.sh"
+    path = tmp_path_factory.mktemp("question") / "question.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), QUESTION], check=True)
+    return path
+
+
+@pytest.fixture
+async def real_bot_room(settings, embedded_models):
+    """The dev room with the real bot for persona ava; tracks finished bot tasks."""
+    await embedded_models.prepare(load_persona("ava"))
+    bot = dev_room_bot(settings, embedded_models, persona_name="ava")
+    finished: list[float] = []
+
+    async def on_connection(connection):
+        try:
+            await bot(connection)
+        finally:
+            finished.append(time.monotonic())
+
+    async with serve_devroom(on_connection) as url:
+        yield url, finished
+
+
+async def _greeted(client: DevRoomClient) -> None:
+    await client.wait_for_message("conversation.replica.stopped_speaking", timeout_s=60)
+
+
+async def test_peer_speaks_a_question_and_hears_a_spoken_reply_with_a_face(real_bot_room, spoken_question, logged_errors):
+    url, finished = real_bot_room
+    async with DevRoomClient(url) as client:
+        await client.connect()
+        await _greeted(client)
+        playback = await client.play_wav(spoken_question)
+        user = await client.wait_for_message(
+            "conversation.utterance", after=playback.started_at,
+            where=lambda m: m["properties"]["role"] == "user" and m["properties"]["final"], timeout_s=30,
+        )
+        assert "eat" in user.data["properties"]["speech"].lower()
+        heard_at = await client.wait_for_audio(after=playback.ended_at, timeout_s=30)
+        latency = await client.wait_for_message("conversation.latency", after=playback.ended_at, timeout_s=30)
+        reply = await client.wait_for_message(
+            "conversation.utterance", after=playback.ended_at,
+            where=lambda m: m["properties"]["role"] == "replica", timeout_s=60,
+        )
+        print(
+            f"first audible reply {1000 * (heard_at - playback.ended_at):.0f} ms after the question; "
+            f"bot stages {latency.data['properties']['timings_ms']}; reply {reply.data['properties']['speech']!r}"
+        )
+        assert reply.data["properties"]["speech"].strip()
+        assert reply.data["inference_id"] == latency.data["inference_id"]
+        timings = latency.data["properties"]["timings_ms"]
+        assert timings["total"] and timings["total"] > 0
+        # The replica's face arrives as video, at the persona's size.
+        frame = await client.wait_for_video(count=10)
+        assert (frame.width, frame.height) == (512, 512)
+    # The peer left: its bot ends by itself.
+    for _ in range(100):
+        if finished:
+            break
+        await asyncio.sleep(0.1)
+    assert finished, "the bot did not end after its peer left"
+    assert not logged_errors, logged_errors
+
+
+async def test_peer_dropping_mid_reply_ends_its_bot_cleanly_and_others_carry_on(real_bot_room, spoken_question, logged_errors):
+    url, finished = real_bot_room
+    async with DevRoomClient(url) as staying:
+        await staying.connect()
+        async with DevRoomClient(url) as leaving:
+            await leaving.connect()
+            # Hang up while the greeting is being spoken.
+            await leaving.wait_for_message("conversation.replica.started_speaking", timeout_s=60)
+            await asyncio.sleep(0.3)
+        left_at = time.monotonic()
+        for _ in range(100):
+            if finished:
+                break
+            await asyncio.sleep(0.1)
+        assert finished and finished[0] - left_at < 10, "the dropped peer's bot did not end"
+        # The other conversation still works.
+        await _greeted(staying)
+        playback = await staying.play_wav(spoken_question)
+        await staying.wait_for_message(
+            "conversation.utterance", after=playback.ended_at,
+            where=lambda m: m["properties"]["role"] == "replica", timeout_s=60,
+        )
+    assert not logged_errors, logged_errors
