@@ -100,7 +100,7 @@ def cmd_talk(args, settings) -> int:
         from processors.replica.video_file import write_talking_video
 
         persona = load_persona(args.persona)
-        replica = load_replica(settings.cvi_replicas_dir, persona.replica_id)
+        replica = load_replica(persona.replica_id, settings.cvi_replicas_dir)
         write_talking_video(
             args.out, replica, result.audio, result.sample_rate, result.phonemes or None,
             fps=persona.layers.replica.fps, size=(persona.layers.replica.width, persona.layers.replica.height),
