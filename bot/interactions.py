@@ -186,8 +186,15 @@ class TurnObserver(BaseObserver):
             if self._turn is not None:
                 self._turn.mark("tts_first_audio", now)
         elif isinstance(frame, OutputImageRawFrame):
+            # The renderer tags each frame; the first one showing speech is the
+            # replica's first visible syllable of this reply.
             turn = self._turn
-            if turn is not None and self._bot_speaking and "first_frame" not in turn.marks:
+            if (
+                turn is not None
+                and "tts_first_audio" in turn.marks
+                and "first_frame" not in turn.marks
+                and frame.metadata.get("replica_speaking")
+            ):
                 turn.mark("first_frame", now)
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True

@@ -9,7 +9,6 @@ page (``docs/devroom.png`` is made that way).
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,19 +67,20 @@ async def stats_once_audible(page, timeout_s: float = 10.0) -> dict:
 
 
 @pytest.fixture
-def fake_microphone_wav(tmp_path: Path) -> Path:
-    """Real speech then 2 s of silence, so each loop of Chromium's fake mic is one turn."""
+def fake_microphone_wav(request, tmp_path: Path) -> Path:
+    """Real speech then silence (2 s, or the test's parameter), so each loop of Chromium's fake mic is one turn."""
+    pause_s = getattr(request, "param", 2.0)
     speech, rate = soundfile.read(str(speech_wav()), dtype="int16")
     path = tmp_path / "fake-mic.wav"
-    soundfile.write(str(path), np.concatenate([speech, np.zeros(2 * rate, np.int16)]), rate)
+    soundfile.write(str(path), np.concatenate([speech, np.zeros(int(pause_s * rate), np.int16)]), rate)
     return path
 
 
 @pytest.fixture
 async def browser_page(fake_microphone_wav: Path, tmp_path: Path) -> AsyncIterator[object]:
-    playwright_api = pytest.importorskip("playwright.async_api")
-    if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.skip("Chromium missing; install it with: apt-get install chromium")
+    import playwright.async_api as playwright_api
+
+    assert CHROMIUM.exists(), "Chromium missing: scripts/setup.sh installs it (apt-get install chromium)"
     async with playwright_api.async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             user_data_dir=str(tmp_path / "chromium-profile"),
@@ -187,4 +187,37 @@ async def test_page_joins_audio_only_when_the_camera_is_refused(
     await page.click("#leave")
     await wait_for(lambda: tone_bot_sessions.finished == tone_bot_sessions.started, 10)
     assert tone_bot_sessions.errors == []
+    assert logged_errors == []
+
+
+# A long pause after the speech leaves the bot time to answer before the fake mic loops.
+@pytest.mark.parametrize("fake_microphone_wav", [20.0], indirect=True)
+async def test_page_talks_with_the_real_bot(settings, embedded_models, browser_page, logged_errors, tmp_path):
+    """The real pipeline (persona ava): greeting, the fake mic's speech heard, a spoken reply, the face."""
+    from bot.rooms import dev_room_bot
+    from personas import load_persona
+    from tests.bot.conftest import serve_devroom
+
+    await embedded_models.prepare(load_persona("ava"))
+    page = browser_page
+    console_errors: list[str] = []
+    page.on("pageerror", lambda e: console_errors.append(str(e)))
+    async with serve_devroom(dev_room_bot(settings, embedded_models, persona_name="ava")) as url:
+        await page.goto(url)
+        await page.click("#join")
+        await page.wait_for_function("document.getElementById('status').textContent === 'connected'", timeout=20_000)
+        await page.wait_for_selector("#transcript li[data-role='user']", timeout=40_000)
+        await page.wait_for_selector("#transcript li[data-role='replica'] >> nth=1", timeout=60_000)
+        await page.wait_for_function("document.getElementById('latency-total').textContent !== '–'", timeout=20_000)
+        stats = await stats_once_audible(page)
+        transcript = await page.inner_text("#transcript")
+        print(f"\nreal bot in the browser: {stats}\n{transcript}")
+        assert stats["audioBytes"] > 0 and stats["audioEnergy"] > 0
+        assert stats["videoWidth"] == 512 and stats["videoFrames"] > 10
+        assert "young man" in transcript.lower()
+        screenshot = Path(os.environ.get("DEVROOM_SCREENSHOT") or tmp_path / "devroom.png")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(screenshot))
+        await page.click("#leave")
+    assert console_errors == []
     assert logged_errors == []
