@@ -6,6 +6,7 @@ from ``Settings`` and fail at start-up, naming the variable, when one is
 missing.
 """
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,19 +155,33 @@ class EmbeddedModels:
         return self._llm_base_url
 
     async def prepare(self, persona: Persona) -> None:
-        """Load and warm everything ``persona`` uses from the embedded stack."""
+        """Load and warm everything ``persona`` uses from the embedded stack.
+
+        The LLM server starts and warms while Whisper and piper load in
+        worker threads, so start-up costs the slowest of them, not the sum.
+        """
         layers = persona.layers
+        jobs = []
+        if layers.llm.engine == "llama_cpp":
+
+            async def llm() -> None:
+                await self.start_llm(persona)
+                await self.warm_llm(persona.full_system_prompt())
+
+            jobs.append(llm())
         if layers.stt.stt_engine == "whisper":
             from processors.stt.whisper import shared_whisper_model
 
-            shared_whisper_model(self.whisper_path(persona), cpu_threads=self._settings.cvi_stt_threads)
+            jobs.append(
+                asyncio.to_thread(
+                    shared_whisper_model, self.whisper_path(persona), cpu_threads=self._settings.cvi_stt_threads
+                )
+            )
         if layers.tts.tts_engine == "piper":
             from processors.tts.piper import shared_piper_voice
 
-            shared_piper_voice(self.piper_path(persona))
-        if layers.llm.engine == "llama_cpp":
-            await self.start_llm(persona)
-            await self.warm_llm(persona.full_system_prompt())
+            jobs.append(asyncio.to_thread(shared_piper_voice, self.piper_path(persona)))
+        await asyncio.gather(*jobs)
 
     async def warm_llm(self, system_prompt: str) -> None:
         """Put ``system_prompt`` in the server's prompt cache (once per prompt)."""
