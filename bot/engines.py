@@ -39,7 +39,7 @@ from processors.llm.llama_server import LlamaServer, find_llama_server
 VAD_STOP_SECS = {"low": 0.45, "medium": 0.3, "high": 0.2}
 # Patience: the longest silence Smart Turn lets pass while it judges the
 # turn unfinished (and, for the plain VAD model, the silence that ends it).
-SMART_TURN_MAX_SILENCE = {"low": 1.5, "medium": 2.5, "high": 4.0}
+SMART_TURN_MAX_SILENCE = {"low": 1.0, "medium": 2.0, "high": 3.5}
 SPEECH_TIMEOUT = {"low": 0.4, "medium": 0.7, "high": 1.2}
 # Interrupt sensitivity: how much speech it takes to count as the user talking.
 VAD_START = {"low": (0.35, 0.8), "medium": (0.2, 0.7), "high": (0.12, 0.6)}

@@ -7,7 +7,6 @@ envelope ``{"message_type": "conversation", "event_type": ...,
 user's speech, and keeps the figures for ``talk --json`` and the benchmarks.
 """
 
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -72,10 +71,11 @@ class TurnTimings:
     marks: dict[str, float] = field(default_factory=dict)
     transcript: str = ""
     reply: str = ""
+    reported: bool = False
 
-    def mark(self, stage: str, at: float | None = None) -> None:
-        """Record ``stage`` once, at ``at`` (monotonic seconds) or now."""
-        self.marks.setdefault(stage, time.monotonic() if at is None else at)
+    def mark(self, stage: str, at: float) -> None:
+        """Record ``stage`` once, at ``at`` (seconds on the pipeline clock)."""
+        self.marks.setdefault(stage, at)
 
     def timings_ms(self) -> dict[str, float | None]:
         """Each stage in ms after the user stopped speaking (None if not reached)."""
@@ -117,11 +117,22 @@ class TurnObserver(BaseObserver):
         self._reply_text: list[str] = []
         self._bot_started_at: float | None = None
         self._bot_speaking = False
+        self._shows_video = False
 
     async def _emit(self, event_type: str, properties: dict[str, Any], inference_id: str | None = None):
         if self._send is None:
             return
         await self._send(envelope(event_type, self._conversation_id, properties, inference_id))
+
+    async def _emit_latency(self, turn: TurnTimings) -> None:
+        if turn.reported:
+            return
+        turn.reported = True
+        await self._emit(
+            "conversation.latency",
+            {"inference_id": turn.inference_id, "timings_ms": turn.timings_ms()},
+            turn.inference_id,
+        )
 
     def _new_turn(self) -> TurnTimings:
         turn = TurnTimings(inference_id=uuid.uuid4().hex[:12], speech_end=self._speech_end)
@@ -142,7 +153,8 @@ class TurnObserver(BaseObserver):
         if not data.first_push or data.direction != FrameDirection.DOWNSTREAM:
             return
         frame = data.frame
-        now = time.monotonic()
+        # Observers run from a queue: time the push itself (pipeline clock), not now.
+        now = data.timestamp / 1e9
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             # The VAD confirms silence stop_secs after the last voiced audio.
             self._speech_end = now - frame.stop_secs
@@ -188,6 +200,7 @@ class TurnObserver(BaseObserver):
         elif isinstance(frame, OutputImageRawFrame):
             # The renderer tags each frame; the first one showing speech is the
             # replica's first visible syllable of this reply.
+            self._shows_video = True
             turn = self._turn
             if (
                 turn is not None
@@ -196,6 +209,8 @@ class TurnObserver(BaseObserver):
                 and frame.metadata.get("replica_speaking")
             ):
                 turn.mark("first_frame", now)
+                if "total" in turn.marks:
+                    await self._emit_latency(turn)
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
             self._bot_started_at = now
@@ -205,11 +220,8 @@ class TurnObserver(BaseObserver):
             )
             if turn is not None and "total" not in turn.marks:
                 turn.mark("total", now)
-                await self._emit(
-                    "conversation.latency",
-                    {"inference_id": turn.inference_id, "timings_ms": turn.timings_ms()},
-                    turn.inference_id,
-                )
+                if not self._shows_video or "first_frame" in turn.marks:
+                    await self._emit_latency(turn)
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
             turn = self._turn
@@ -222,6 +234,8 @@ class TurnObserver(BaseObserver):
                 await self._emit(
                     "conversation.utterance", {"role": "replica", "speech": reply, "final": True}, inference_id
                 )
+            if turn is not None and "total" in turn.marks and not turn.reported:
+                await self._emit_latency(turn)  # the face never showed speech
             if turn is not None and self._on_turn_complete is not None:
                 self._on_turn_complete(turn)
         elif isinstance(frame, InterruptionFrame) and self._bot_speaking:

@@ -12,6 +12,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
 from processors.frames import PhonemeTimingFrame
+from processors.tts.first_clause import FirstClauseTextAggregator
 
 _voices: dict[Path, PiperVoice] = {}
 _voices_lock = threading.Lock()
@@ -64,6 +65,8 @@ class PiperPhonemeTTSService(TTSService):
             settings=self.Settings(model=None, voice=voice_path.stem, language=None),
             **kwargs,
         )
+        # Speak the first clause of each reply as soon as the LLM has written it.
+        self._text_aggregator = FirstClauseTextAggregator(aggregation_type=self._text_aggregation_mode)
         self._voice = shared_piper_voice(voice_path)
         self._syn_config = SynthesisConfig(
             length_scale=1.0 / speed, noise_scale=noise_scale, noise_w_scale=noise_w

@@ -1,0 +1,46 @@
+"""The first clause of a reply goes to TTS early; the rest goes by sentence."""
+
+import pytest
+
+from processors.tts.first_clause import FirstClauseTextAggregator
+
+pytestmark = pytest.mark.unit
+
+
+async def feed(aggregator, tokens):
+    out = []
+    for token in tokens:
+        out += [a.text async for a in aggregator.aggregate(token)]
+    return out
+
+
+def tokens(text):
+    return [w + " " for w in text.split(" ")]
+
+
+async def test_first_clause_leaves_early_then_sentences():
+    agg = FirstClauseTextAggregator()
+    out = await feed(agg, tokens("In Lisbon, there's a wide range, of dishes to try. Try the sardines. And"))
+    assert out[0] == "In Lisbon, there's a wide range,"
+    assert out[1] == "of dishes to try."
+    assert out[2] == "Try the sardines."
+    assert (await agg.flush()).text == "And"
+
+
+async def test_short_clauses_and_numbers_wait():
+    agg = FirstClauseTextAggregator(min_words=4)
+    out = await feed(agg, tokens("Yes, it costs 1,000 euros in total, I think."))
+    assert out == ["Yes, it costs 1,000 euros in total,"]
+    assert (await agg.flush()).text == "I think."
+
+
+async def test_each_reply_starts_with_a_clause_again():
+    agg = FirstClauseTextAggregator()
+    await feed(agg, tokens("One two three four, five. Six seven,"))
+    await agg.flush()
+    out = await feed(agg, tokens("Alpha beta gamma delta, epsilon."))
+    assert out == ["Alpha beta gamma delta,"]
+    assert (await agg.flush()).text == "epsilon."
+    await agg.handle_interruption()
+    out = await feed(agg, tokens("Alpha beta gamma delta, epsilon."))
+    assert out[0] == "Alpha beta gamma delta,"
