@@ -128,6 +128,7 @@ class ConversationBot:
         self._session: aiohttp.ClientSession | None = None
         self.worker: PipelineWorker | None = None
         self.observer: TurnObserver | None = None
+        self.processors: list[FrameProcessor] = []
 
     @property
     def turns(self) -> list[TurnTimings]:
@@ -168,6 +169,7 @@ class ConversationBot:
             if renderer is not None:
                 processors.append(renderer)
         processors += [self._transport.output(), aggregators.assistant()]
+        self.processors = processors
 
         self.observer = TurnObserver(
             conversation_id=self.conversation.conversation_id,

@@ -111,17 +111,22 @@ def create_dev_room(settings: Settings, *, persona_name: str, started_at: float 
     return app
 
 
-async def run_daily_room(settings: Settings, *, room_url: str, token: str | None, persona_name: str) -> None:
-    """Join a Daily room as a participant and talk until everyone leaves."""
+def build_daily_transport(persona, *, room_url: str, token: str | None):
+    """A Daily transport for this persona's media (the bot joins when the pipeline starts)."""
     from pipecat.transports.daily.transport import DailyParams, DailyTransport
 
+    params = transport_media_params(persona, video_in=False)
+    return DailyTransport(room_url, token, persona.persona_name, DailyParams(**params))
+
+
+async def run_daily_room(settings: Settings, *, room_url: str, token: str | None, persona_name: str) -> None:
+    """Join a Daily room as a participant and talk until everyone leaves."""
     persona = load_persona(persona_name)
     check_persona(persona, settings, name=persona_name)
     models = EmbeddedModels(settings)
     try:
         await models.prepare(persona)
-        params = transport_media_params(persona, video_in=False)
-        transport = DailyTransport(room_url, token, persona.persona_name, DailyParams(**params))
+        transport = build_daily_transport(persona, room_url=room_url, token=token)
         bot = ConversationBot(
             conversation=Conversation(persona=persona, persona_name=persona_name),
             transport=transport,
