@@ -30,6 +30,7 @@ PERSONA = Persona(
         stt=STTLayer(
             stt_engine="whisper",
             participant_pause_sensitivity="high",
+            participant_interrupt_sensitivity="high",
             hotwords=["Lisbon", "Alfama", "Belem", "Sintra"],
         ),
         conversational_flow=ConversationalFlowLayer(

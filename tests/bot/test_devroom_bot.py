@@ -108,3 +108,58 @@ async def test_peer_dropping_mid_reply_ends_its_bot_cleanly_and_others_carry_on(
             where=lambda m: m["properties"]["role"] == "replica", timeout_s=60,
         )
     assert not logged_errors, logged_errors
+
+
+def speech_onset_s(path: Path) -> float:
+    """Seconds into a recording where speech starts (first 20 ms louder than -35 dBFS)."""
+    import numpy as np
+    import soundfile
+
+    audio, rate = soundfile.read(str(path), dtype="float32")
+    hop = int(rate * 0.02)
+    for i in range(0, len(audio) - hop, hop):
+        if 20 * np.log10(np.sqrt(np.mean(audio[i : i + hop] ** 2)) + 1e-9) > -35:
+            return i / rate
+    raise ValueError(f"no speech in {path}")
+
+
+def silent_from(client: DevRoomClient, after: float, *, quiet_s: float = 0.3, min_dbfs: float = -45.0) -> float | None:
+    """Arrival time of the first received frame after ``after`` that starts ``quiet_s`` of silence."""
+    frames = [f for f in client.audio_frames if f.arrived_at >= after]
+    for i, frame in enumerate(frames):
+        window = [f for f in frames[i:] if f.arrived_at < frame.arrived_at + quiet_s]
+        if window and frames[-1].arrived_at >= frame.arrived_at + quiet_s and all(f.rms_dbfs < min_dbfs for f in window):
+            return frame.arrived_at
+    return None
+
+
+async def test_talking_over_the_replica_silences_it_within_200_ms(real_bot_room, librivox, logged_errors):
+    """Measured at the peer: from the bot's interruption (its event) to the replica's audio going quiet.
+
+    The time from the first syllable to the decision (VAD start, 0.12 s of
+    speech for this persona, plus the trip in) is printed as well.
+    """
+    url, _ = real_bot_room
+    clip = next(p for p in librivox if p.name.endswith("0870.wav"))
+    async with DevRoomClient(url) as client:
+        await client.connect()
+        started = await client.wait_for_message("conversation.replica.started_speaking", timeout_s=60)
+        await client.wait_for_audio(after=started.arrived_at, timeout_s=10)
+        await asyncio.sleep(0.8)  # well into the greeting
+        assert client.first_audible(after=time.monotonic() - 0.1) is not None, "the replica is not speaking"
+        playback = await client.play_wav(clip, wait=False)
+        speech_at = playback.started_at + speech_onset_s(clip)
+        interrupted = await client.wait_for_message(
+            "conversation.replica_interrupted", after=playback.started_at, timeout_s=10
+        )
+        await asyncio.sleep(1.5)
+        # Longer than any pause inside the replica's speech: it really stopped.
+        stopped_at = silent_from(client, after=speech_at, quiet_s=0.8)
+        assert stopped_at is not None, "the replica kept talking"
+        stop_ms = (stopped_at - interrupted.arrived_at) * 1000
+        print(
+            f"replica audio quiet {stop_ms:.0f} ms after the interruption; "
+            f"{(stopped_at - speech_at) * 1000:.0f} ms after the user's first syllable"
+        )
+        assert stop_ms <= 200
+    assert not logged_errors, logged_errors

@@ -19,6 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIP = "sense_and_sensibility_01_austen_64kb-0930.wav"
 
 
+def llama_servers() -> set[int]:
+    """Pids of running llama-server processes."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "llama-server":
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def talk(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "run.py", "talk", *args],
@@ -40,8 +53,10 @@ def stereo_44k_question(tmp_path_factory, librivox) -> tuple[Path, str]:
 def test_talk_writes_a_spoken_reply_and_reports_every_stage(stereo_44k_question, tmp_path, settings):
     wav, reference = stereo_44k_question
     out = tmp_path / "reply.wav"
+    before = llama_servers()
     proc = talk("--wav", str(wav), "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert llama_servers() - before == set(), "talk left its llama-server running"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) == {"transcript", "reply", "timings_ms"}
     assert word_error_rate([reference], [result["transcript"]]) <= 0.15, result["transcript"]
