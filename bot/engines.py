@@ -23,16 +23,14 @@ from pipecat.turns.user_start import (
     TranscriptionUserTurnStartStrategy,
     VADUserTurnStartStrategy,
 )
-from pipecat.turns.user_stop import (
-    SpeechTimeoutUserTurnStopStrategy,
-    TurnAnalyzerUserTurnStopStrategy,
-)
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.settings import Settings
 from personas.model import Persona
 from processors import weights
 from processors.llm.llama_server import LlamaServer, find_llama_server
+from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrategy
 
 # Where a persona's sensitivities land (seconds, or a VAD confidence).
 # Pause sensitivity: how short a silence may end the user's turn.
@@ -40,6 +38,8 @@ VAD_STOP_SECS = {"low": 0.45, "medium": 0.3, "high": 0.2}
 # Patience: the longest silence Smart Turn lets pass while it judges the
 # turn unfinished (and, for the plain VAD model, the silence that ends it).
 SMART_TURN_MAX_SILENCE = {"low": 1.0, "medium": 2.0, "high": 3.5}
+# When Smart Turn hesitates, a finished-looking transcript ends the turn after this silence.
+TRANSCRIPT_GRACE = {"low": 0.2, "medium": 0.4, "high": 0.9}
 SPEECH_TIMEOUT = {"low": 0.4, "medium": 0.7, "high": 1.2}
 # Interrupt sensitivity: how much speech it takes to count as the user talking.
 VAD_START = {"low": (0.35, 0.8), "medium": (0.2, 0.7), "high": (0.12, 0.6)}
@@ -321,10 +321,11 @@ def build_user_params(persona: Persona) -> LLMUserAggregatorParams:
     )
     if flow.turn_detection_model == "smart_turn_v3":
         stop = [
-            TurnAnalyzerUserTurnStopStrategy(
+            TranscriptAwareTurnStopStrategy(
                 turn_analyzer=LocalSmartTurnAnalyzerV3(
                     params=SmartTurnParams(stop_secs=SMART_TURN_MAX_SILENCE[flow.turn_taking_patience])
-                )
+                ),
+                grace_secs=TRANSCRIPT_GRACE[flow.turn_taking_patience],
             )
         ]
     else:

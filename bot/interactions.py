@@ -22,8 +22,8 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMMessagesAppendFrame,
-    LLMMessagesUpdateFrame,
     LLMTextFrame,
+    LLMUpdateSettingsFrame,
     OutputImageRawFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
@@ -35,6 +35,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.settings import LLMSettings
 
 STAGES = (
     "end_of_turn",
@@ -257,8 +258,30 @@ CLIENT_EVENTS = (
 )
 
 
+CONTEXT_EVENTS = ("conversation.append_llm_context", "conversation.overwrite_llm_context")
+
+
+def updated_context(message: dict[str, Any], current: str) -> str:
+    """The call's conversational context after an append/overwrite message.
+
+    Raises:
+        ValueError: ``properties.context`` is missing or empty.
+    """
+    context = (message.get("properties") or {}).get("context")
+    if not isinstance(context, str) or not context.strip():
+        raise ValueError(f"{message.get('event_type')}: properties.context must be a non-empty string, got {context!r}")
+    if message.get("event_type") == "conversation.append_llm_context" and current.strip():
+        return f"{current.strip()}\n{context.strip()}"
+    return context.strip()
+
+
+def system_instruction_frame(instruction: str) -> LLMUpdateSettingsFrame:
+    """Change the LLM's system instruction from the next reply on."""
+    return LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=instruction))
+
+
 def client_message_frames(message: Any) -> list:
-    """The frames that carry out one client → replica app message.
+    """The frames that carry out one client → replica app message (context events aside).
 
     Raises:
         UnknownClientEvent: not a conversation message, or an event we do not define.
@@ -286,8 +309,4 @@ def client_message_frames(message: Any) -> list:
         ]
     if event == "conversation.interrupt":
         return [InterruptionWorkerFrame()]
-    if event == "conversation.append_llm_context":
-        return [LLMMessagesAppendFrame(messages=[{"role": "user", "content": text("context")}], run_llm=False)]
-    if event == "conversation.overwrite_llm_context":
-        return [LLMMessagesUpdateFrame(messages=[{"role": "system", "content": text("context")}], run_llm=False)]
     raise UnknownClientEvent(f"event_type {event!r} is not supported; allowed: {', '.join(CLIENT_EVENTS)}")

@@ -25,7 +25,15 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from bot.engines import EmbeddedModels, build_llm, build_stt, build_tavus_video, build_tts, build_user_params
-from bot.interactions import TurnObserver, TurnTimings, UnknownClientEvent, client_message_frames
+from bot.interactions import (
+    CONTEXT_EVENTS,
+    TurnObserver,
+    TurnTimings,
+    UnknownClientEvent,
+    client_message_frames,
+    system_instruction_frame,
+    updated_context,
+)
 from bot.settings import Settings
 from personas.model import Persona
 
@@ -141,8 +149,13 @@ class ConversationBot:
 
     async def handle_client_message(self, message: Any) -> None:
         """Carry out one client -> replica app message; bad ones are logged, not fatal."""
+        conversation = self.conversation
         try:
-            frames = client_message_frames(message)
+            if isinstance(message, dict) and message.get("event_type") in CONTEXT_EVENTS:
+                conversation.conversational_context = updated_context(message, conversation.conversational_context)
+                frames = [system_instruction_frame(conversation.persona.full_system_prompt(conversation.conversational_context))]
+            else:
+                frames = client_message_frames(message)
         except (UnknownClientEvent, ValueError) as e:
             logger.warning(f"{self}: ignored client message: {e}")
             return

@@ -125,3 +125,18 @@ def test_client_messages_become_frames():
         client_message_frames(msg("conversation.dance"))
     with pytest.raises(UnknownClientEvent):
         client_message_frames(["not", "a", "dict"])
+
+
+def test_context_messages_append_to_or_replace_the_call_context():
+    from bot.interactions import system_instruction_frame, updated_context
+
+    def msg(event, **props):
+        return {"message_type": "conversation", "event_type": event, "properties": props}
+
+    assert updated_context(msg("conversation.append_llm_context", context="B"), "A") == "A\nB"
+    assert updated_context(msg("conversation.overwrite_llm_context", context="C"), "A\nB") == "C"
+    with pytest.raises(ValueError, match="properties.context"):
+        updated_context(msg("conversation.overwrite_llm_context"), "A")
+    ava = load_persona("ava")
+    frame = system_instruction_frame(ava.full_system_prompt("The visitor is vegetarian."))
+    assert frame.delta.system_instruction.endswith("The visitor is vegetarian.")

@@ -1,0 +1,92 @@
+"""A finished transcript overrules a hesitant end-of-turn model, and only then."""
+
+import asyncio
+import time
+
+import pytest
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
+from pipecat.frames.frames import (
+    TranscriptionFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrategy
+
+pytestmark = pytest.mark.unit
+
+
+class HesitantTurnAnalyzer(BaseTurnAnalyzer):
+    """Stands in for Smart Turn calling every utterance unfinished (its silence budget: 3 s)."""
+
+    def __init__(self):
+        super().__init__(sample_rate=16000)
+        self._params = BaseTurnParams()
+
+    @property
+    def speech_triggered(self) -> bool:
+        return True
+
+    @property
+    def params(self):
+        return self._params
+
+    def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
+        return EndOfTurnState.INCOMPLETE
+
+    async def analyze_end_of_turn(self):
+        return EndOfTurnState.INCOMPLETE, None
+
+    def update_vad_start_secs(self, vad_start_secs: float):
+        pass
+
+    def clear(self):
+        pass
+
+
+async def user_turn(text: str, *, resume: bool = False) -> tuple[list, float]:
+    strategy = TranscriptAwareTurnStopStrategy(turn_analyzer=HesitantTurnAnalyzer(), grace_secs=0.2)
+    pair = LLMContextAggregatorPair(
+        LLMContext(),
+        user_params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=[strategy]),
+            user_turn_stop_timeout=3.0,
+        ),
+    )
+    frames = [
+        VADUserStartedSpeakingFrame(start_secs=0.2),
+        SleepFrame(0.3),
+        VADUserStoppedSpeakingFrame(stop_secs=0.2),
+        TranscriptionFrame(text, "user", "now", finalized=True),
+        SleepFrame(0.1),
+    ]
+    if resume:
+        frames += [VADUserStartedSpeakingFrame(start_secs=0.2)]
+    frames += [SleepFrame(0.6)]
+    started = time.monotonic()
+    down, up = await run_test(pair.user(), frames_to_send=frames)
+    return [f for f in [*down, *up] if isinstance(f, UserStoppedSpeakingFrame)], started
+
+
+async def test_finished_question_ends_the_turn_after_the_grace():
+    stops, _ = await user_turn("How do I get to the castle?")
+    assert stops, "a finished question should end the turn despite the hesitant model"
+
+
+async def test_unfinished_words_wait_for_the_model():
+    stops, _ = await user_turn("I was wondering whether")
+    assert not stops
+
+
+async def test_new_speech_cancels_the_overrule():
+    stops, _ = await user_turn("How do I get to the castle?", resume=True)
+    assert not stops
