@@ -6,8 +6,8 @@ For each stack it starts the bot in dev-room mode as its own process (ours:
 ``run.py``; the baseline: ``bench/baseline_bot.py``, stock pipecat services on
 the same weights), connects ``bot.devroom_client.DevRoomClient`` (aiortc) on
 127.0.0.1, and plays recorded spoken questions as its microphone. Per turn it
-measures at the peer the time from the end of the question (known from the
-file) to the first audible reply sample, and collects the bot's own stage
+measures at the peer the time from the end of the question's speech (found
+in the file, not the file's end) to the first audible reply sample, and collects the bot's own stage
 timings from its ``conversation.latency`` events. Prints a table (median, p95,
 max per stage) and writes bench/results/latency.json.
 """
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import soundfile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,6 +56,18 @@ def record_questions(count: int) -> list[Path]:
             subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(path), text], check=True)
         paths.append(path)
     return paths
+
+
+def speech_end_s(path: Path, *, threshold_dbfs: float = -40.0) -> float:
+    """Where speech ends in a recording: the end of its last 10 ms louder than the threshold."""
+    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    hop = int(rate * 0.01)
+    loud = [
+        i for i in range(0, len(mono) - hop, hop)
+        if 20 * np.log10(np.sqrt(np.mean(mono[i : i + hop] ** 2)) + 1e-9) > threshold_dbfs
+    ]
+    return (loud[-1] + hop) / rate if loud else len(mono) / rate
 
 
 def free_port() -> int:
@@ -101,10 +115,12 @@ async def one_conversation(url: str, questions: list[Path], conversation: int) -
         await settle(client, since=time.monotonic())
         for i, question in enumerate(questions):
             playback = await client.play_wav(question)
+            # The user's last word, not the end of the file (which trails off in silence).
+            spoken_until = playback.started_at + speech_end_s(question)
             turn = {"conversation": conversation, "turn": i, "question": question.name}
             try:
-                heard = await client.wait_for_audio(after=playback.ended_at, timeout_s=30)
-                turn["utterance_to_utterance"] = round((heard - playback.ended_at) * 1000, 1)
+                heard = await client.wait_for_audio(after=spoken_until, timeout_s=30)
+                turn["utterance_to_utterance"] = round((heard - spoken_until) * 1000, 1)
                 event = await client.wait_for_message("conversation.latency", after=playback.started_at, timeout_s=10)
                 turn["bot"] = event.data["properties"]["timings_ms"]
                 await client.wait_for_message("conversation.replica.stopped_speaking", after=heard, timeout_s=60)
