@@ -8,7 +8,9 @@ silence and decodes greedily: the same words, about five times sooner. Audio
 longer than 28 s takes faster-whisper's own path.
 """
 
+import asyncio
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -20,6 +22,10 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 SAMPLE_RATE = 16000
+# Speculative transcription: once the user has been quiet this long (before
+# the VAD is sure the utterance ended), transcribe what we have.
+SPECULATE_AFTER_QUIET_SECS = 0.08
+QUIET_DBFS = -42.0
 TAIL_SILENCE_SECS = 1.0
 MAX_TRIMMED_SECS = 28.0
 
@@ -99,8 +105,22 @@ def transcribe_trimmed(
     return tokenizer.decode(ids).strip()
 
 
+@dataclass
+class _Speculation:
+    """A transcription started in a pause, valid while no louder audio follows."""
+
+    last_loud: int
+    task: asyncio.Task
+
+
 class LocalWhisperSTTService(WhisperSTTService):
     """Whisper on a shared local model, transcribing each utterance with a trimmed window.
+
+    It also transcribes speculatively: when the user has been quiet for
+    ``SPECULATE_AFTER_QUIET_SECS`` while the VAD still waits to be sure the
+    utterance ended (its stop_secs), it starts transcribing the audio so far.
+    If no speech follows, that result is the final transcript, ready about as
+    soon as the VAD confirms the stop; if speech follows, it is discarded.
 
     Args:
         model: Folder holding a CTranslate2 Whisper model (or a hub name).
@@ -130,6 +150,11 @@ class LocalWhisperSTTService(WhisperSTTService):
             language=Language(language) if language else None,
         )
         super().__init__(device="cpu", compute_type=compute_type, settings=settings, **kwargs)
+        self._last_loud = 0
+        self._quiet_secs = 0.0
+        self._speculation: _Speculation | None = None
+        self._segments: list[tuple[int, _Speculation | None]] = []
+        self.speculative_hits = 0
 
     def _load(self):
         self._model = shared_whisper_model(
@@ -139,18 +164,55 @@ class LocalWhisperSTTService(WhisperSTTService):
         if unsupported:
             raise ValueError(unsupported)
 
+    def _transcribe(self, pcm: bytes) -> str:
+        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        return transcribe_trimmed(self._model, samples, language=self._language_code, prompt=self._prompt)
+
+    async def _speculate(self, pcm: bytes) -> str:
+        return await asyncio.to_thread(self._transcribe, pcm)
+
+    async def process_audio_frame(self, frame, direction):
+        """Buffer audio as pipecat does; start a speculative transcription in pauses."""
+        await super().process_audio_frame(frame, direction)
+        if not self._user_speaking or self._model is None:
+            return
+        samples = np.frombuffer(frame.audio, dtype=np.int16).astype(np.float32)
+        dbfs = 20 * np.log10(np.sqrt(np.mean(samples**2)) / 32768.0 + 1e-9) if samples.size else -120.0
+        if dbfs > QUIET_DBFS:
+            self._last_loud = len(self._audio_buffer)
+            self._quiet_secs = 0.0
+            return
+        self._quiet_secs += samples.size / self.sample_rate
+        if self._quiet_secs >= SPECULATE_AFTER_QUIET_SECS and (
+            self._speculation is None or self._speculation.last_loud != self._last_loud
+        ):
+            pcm = bytes(self._audio_buffer)
+            self._speculation = _Speculation(self._last_loud, self.create_task(self._speculate(pcm)))
+
+    async def _handle_user_stopped_speaking(self, frame):
+        # Remember whether the pause's speculation covers this whole segment.
+        spec = self._speculation
+        valid = spec if spec is not None and spec.last_loud == self._last_loud else None
+        self._segments.append((self._last_loud, valid))
+        self._last_loud, self._quiet_secs, self._speculation = 0, 0.0, None
+        await super()._handle_user_stopped_speaking(frame)
+
     async def run_stt(self, audio: bytes):
         """Transcribe one VAD-bounded utterance (16-bit PCM at 16 kHz)."""
-        import asyncio
-
         if self._model is None:
             yield ErrorFrame("Whisper model not available")
             return
+        _, speculation = self._segments.pop(0) if self._segments else (0, None)
         await self.start_processing_metrics()
-        samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-        text = await asyncio.to_thread(
-            transcribe_trimmed, self._model, samples, language=self._language_code, prompt=self._prompt
-        )
+        text = None
+        if speculation is not None:
+            try:
+                text = await speculation.task
+                self.speculative_hits += 1
+            except (RuntimeError, ValueError) as e:
+                logger.warning(f"{self}: speculative transcription failed ({e}); transcribing again")
+        if text is None:
+            text = await asyncio.to_thread(self._transcribe, audio)
         await self.stop_processing_metrics()
         if text:
             logger.debug(f"{self}: transcription [{text}]")

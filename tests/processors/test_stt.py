@@ -42,3 +42,48 @@ async def test_silence_gives_no_transcript(settings):
     service = LocalWhisperSTTService(model=whisper_model(None, cache_dir=settings.cvi_cache_dir))
     silence = np.zeros(16000 * 2, dtype=np.int16).tobytes()
     assert [f async for f in service.run_stt(silence) if isinstance(f, TranscriptionFrame)] == []
+
+
+def _frames(audio: np.ndarray, chunk: int = 320):
+    from pipecat.frames.frames import InputAudioRawFrame
+
+    return [
+        InputAudioRawFrame(audio=audio[i : i + chunk].tobytes(), sample_rate=16000, num_channels=1)
+        for i in range(0, len(audio) - chunk + 1, chunk)
+    ]
+
+
+async def _segment(service, *parts: np.ndarray) -> str:
+    from pipecat.frames.frames import VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+    from pipecat.tests.utils import run_test
+
+    frames = [VADUserStartedSpeakingFrame(start_secs=0.2)]
+    for part in parts:
+        frames += _frames(part)
+    frames.append(VADUserStoppedSpeakingFrame(stop_secs=0.2))
+    down, _ = await run_test(service, frames_to_send=frames)
+    return " ".join(f.text for f in down if isinstance(f, TranscriptionFrame))
+
+
+async def test_a_pause_starts_a_transcription_that_becomes_the_final_one(settings, librivox):
+    from tests.speech import word_error_rate
+
+    service = LocalWhisperSTTService(model=whisper_model(None, cache_dir=settings.cvi_cache_dir))
+    path = next(p for p in librivox if p.name.endswith("0930.wav"))
+    speech, _ = soundfile.read(str(path), dtype="int16")
+    pause = np.zeros(16000 * 3 // 10, dtype=np.int16)
+    text = await _segment(service, speech, pause)
+    assert service.speculative_hits == 1
+    assert word_error_rate([librivox[path]], [text]) < 0.1, text
+
+
+async def test_speech_after_the_pause_discards_the_speculation(settings, librivox):
+    service = LocalWhisperSTTService(model=whisper_model(None, cache_dir=settings.cvi_cache_dir))
+    first = next(p for p in librivox if p.name.endswith("0880.wav"))
+    second = next(p for p in librivox if p.name.endswith("0930.wav"))
+    a, _ = soundfile.read(str(first), dtype="int16")
+    b, _ = soundfile.read(str(second), dtype="int16")
+    pause = np.zeros(16000 * 15 // 100, dtype=np.int16)
+    text = await _segment(service, a, pause, b, pause)
+    # The last pause's speculation covers all of it; the first one's was dropped.
+    assert "disposed" in text.lower() and "amiable" in text.lower(), text
