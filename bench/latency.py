@@ -110,7 +110,8 @@ async def settle(client: DevRoomClient, *, since: float, quiet_s: float = 1.5, t
 
 async def one_conversation(url: str, questions: list[Path], conversation: int) -> list[dict]:
     turns = []
-    async with DevRoomClient(url) as client:
+    # Like a browser on loopback, the peer plays received audio without a long cushion.
+    async with DevRoomClient(url, audio_jitter_prefetch=1) as client:
         await client.connect()
         await settle(client, since=time.monotonic())
         for i, question in enumerate(questions):

@@ -47,7 +47,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from loguru import logger
 
-from bot.devroom import allow_loopback_ice_candidates
+from bot.devroom import allow_loopback_ice_candidates, shorten_audio_jitter_buffers
 
 MIC_SAMPLE_RATE = 48000
 MIC_FRAME_MS = 20
@@ -256,8 +256,16 @@ class DevRoomClient:
         keep_video_images: int = 30,
         request_timeout_s: float = 20.0,
         allow_loopback_ice: bool = True,
+        audio_jitter_prefetch: int | None = None,
     ):
+        """Args beyond the URL: ``camera`` (an image to send as the camera),
+        ``keep_video_images`` (received frames whose pixels are kept),
+        ``audio_jitter_prefetch`` (packets buffered before received audio plays
+        out; aiortc's default of 4 adds 80 ms that a browser on loopback, whose
+        buffer adapts, would not: the latency benchmark sets 1).
+        """
         self.base_url = base_url.rstrip("/")
+        self._audio_jitter_prefetch = audio_jitter_prefetch
         self._camera_image = load_image_rgb(camera) if isinstance(camera, (str, Path)) else camera
         self._keep_video_images = keep_video_images
         self._allow_loopback_ice = allow_loopback_ice
@@ -324,6 +332,8 @@ class DevRoomClient:
             # AttributeError at hang-up when the camera transceiver is recvonly.
             pc.addTransceiver("video", direction="sendrecv")
         self._open_channel(pc)
+        if self._audio_jitter_prefetch is not None:
+            shorten_audio_jitter_buffers(pc, prefetch=self._audio_jitter_prefetch)
 
         await self._negotiate()
         await asyncio.wait_for(
