@@ -34,7 +34,7 @@ from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrateg
 
 # Where a persona's sensitivities land (seconds, or a VAD confidence).
 # Pause sensitivity: how short a silence may end the user's turn.
-VAD_STOP_SECS = {"low": 0.45, "medium": 0.3, "high": 0.2}
+VAD_STOP_SECS = {"low": 0.45, "medium": 0.3, "high": 0.15}
 # Patience: the longest silence Smart Turn lets pass while it judges the
 # turn unfinished (and, for the plain VAD model, the silence that ends it).
 SMART_TURN_MAX_SILENCE = {"low": 1.0, "medium": 2.0, "high": 3.5}
@@ -166,7 +166,10 @@ class EmbeddedModels:
 
             async def llm() -> None:
                 await self.start_llm(persona)
-                await self.warm_llm(persona.full_system_prompt())
+                # A call opens with the greeting: warm that prefix, not just the prompt.
+                greeting = persona.custom_greeting
+                history = [{"role": "assistant", "content": greeting}] if greeting else []
+                await self.warm_llm(persona.full_system_prompt(), history)
 
             jobs.append(llm())
         if layers.stt.stt_engine == "whisper":
@@ -183,12 +186,13 @@ class EmbeddedModels:
             jobs.append(asyncio.to_thread(shared_piper_voice, self.piper_path(persona)))
         await asyncio.gather(*jobs)
 
-    async def warm_llm(self, system_prompt: str) -> None:
-        """Put ``system_prompt`` in the server's prompt cache (once per prompt)."""
-        if system_prompt in self._warmed or self._server is None:
+    async def warm_llm(self, system_prompt: str, history: list[dict[str, str]] | None = None) -> None:
+        """Put ``system_prompt`` (and ``history``) in the server's prompt cache, once."""
+        key = repr((system_prompt, history))
+        if key in self._warmed or self._server is None:
             return
-        await self._server.warm(system_prompt)
-        self._warmed.add(system_prompt)
+        await self._server.warm(system_prompt, history)
+        self._warmed.add(key)
 
     async def close(self) -> None:
         """Stop the llama.cpp server if this process started it."""

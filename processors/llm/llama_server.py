@@ -314,13 +314,14 @@ class LlamaServer:
                     )
                 await asyncio.sleep(0.1)
 
-    async def warm(self, system_prompt: str) -> float:
+    async def warm(self, system_prompt: str, history: list[dict[str, str]] | None = None) -> float:
         """Put ``system_prompt`` into the KV cache so the first turn does not pay for it.
 
-        Sends one chat completion (the system prompt and a short user turn,
-        one token out); the server keeps the prompt's KV state in a slot and
-        in its RAM prompt cache, and a later request with the same system
-        prompt only processes what follows it.
+        Sends one chat completion (the system prompt, ``history`` such as the
+        greeting the bot will say, and a short user turn; one token out); the
+        server keeps the prompt's KV state in a slot and in its RAM prompt
+        cache, and a later request with the same prefix only processes what
+        follows it.
 
         Returns:
             Seconds the warm-up took.
@@ -329,6 +330,7 @@ class LlamaServer:
         body = {
             "messages": [
                 {"role": "system", "content": system_prompt},
+                *(history or []),
                 {"role": "user", "content": "Hello."},
             ],
             "max_tokens": 1,

@@ -16,15 +16,15 @@ class FirstClauseTextAggregator(SimpleTextAggregator):
     The LLM writes about 50 tokens a second here; waiting for a whole first
     sentence ("In Lisbon, there's a wide range of dishes to choose from.")
     costs 0.3 s before the voice can start. The first clause of at least
-    ``min_words`` words ("In Lisbon, there's a wide range,") is enough to
-    begin speaking; the rest of the reply goes sentence by sentence.
+    ``min_words`` words ("In Lisbon,") is enough to begin speaking; the rest
+    of the reply goes sentence by sentence.
 
     Args:
         min_words: Fewest words the first chunk may have.
         **kwargs: Passed to ``SimpleTextAggregator``.
     """
 
-    def __init__(self, *, min_words: int = 3, **kwargs):
+    def __init__(self, *, min_words: int = 2, **kwargs):
         super().__init__(**kwargs)
         self._min_words = min_words
         self._first_sent = False

@@ -18,8 +18,14 @@ def tokens(text):
     return [w + " " for w in text.split(" ")]
 
 
-async def test_first_clause_leaves_early_then_sentences():
+async def test_a_two_word_opening_leaves_at_once():
     agg = FirstClauseTextAggregator()
+    out = await feed(agg, tokens("In Lisbon, there's a wide range of dishes. Try"))
+    assert out == ["In Lisbon,", "there's a wide range of dishes."]
+
+
+async def test_first_clause_leaves_early_then_sentences():
+    agg = FirstClauseTextAggregator(min_words=3)
     out = await feed(agg, tokens("In Lisbon, there's a wide range, of dishes to try. Try the sardines. And"))
     assert out[0] == "In Lisbon, there's a wide range,"
     assert out[1] == "of dishes to try."
@@ -35,7 +41,7 @@ async def test_short_clauses_and_numbers_wait():
 
 
 async def test_each_reply_starts_with_a_clause_again():
-    agg = FirstClauseTextAggregator()
+    agg = FirstClauseTextAggregator(min_words=3)
     await feed(agg, tokens("One two three four, five. Six seven,"))
     await agg.flush()
     out = await feed(agg, tokens("Alpha beta gamma delta, epsilon."))
