@@ -1,6 +1,5 @@
 """Where a bot meets people: the local dev room, or a Daily room by URL."""
 
-import asyncio
 import re
 import time
 from contextlib import asynccontextmanager
@@ -58,6 +57,28 @@ def attach_bot_events(transport, bot: ConversationBot, *, connected_event: str, 
         await bot.handle_client_message(message)
 
 
+async def run_conversation(
+    transport,
+    *,
+    persona,
+    persona_name: str,
+    settings: Settings,
+    models: EmbeddedModels,
+    connected_event: str,
+    disconnected_event: str,
+) -> None:
+    """One conversation bot on ``transport``, until its peer leaves."""
+    bot = ConversationBot(
+        conversation=Conversation(persona=persona, persona_name=persona_name),
+        transport=transport,
+        settings=settings,
+        models=models,
+    )
+    await bot.build()
+    attach_bot_events(transport, bot, connected_event=connected_event, disconnected_event=disconnected_event)
+    await bot.run()
+
+
 def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: str):
     """The dev room's ``on_connection``: one conversation bot per peer that joins."""
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
@@ -69,17 +90,15 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(persona))
         )
-        bot = ConversationBot(
-            conversation=Conversation(persona=persona, persona_name=persona_name),
-            transport=transport,
+        await run_conversation(
+            transport,
+            persona=persona,
+            persona_name=persona_name,
             settings=settings,
             models=models,
+            connected_event="on_client_connected",
+            disconnected_event="on_client_disconnected",
         )
-        await bot.build()
-        attach_bot_events(
-            transport, bot, connected_event="on_client_connected", disconnected_event="on_client_disconnected"
-        )
-        await bot.run()
 
     return on_connection
 
@@ -126,18 +145,14 @@ async def run_daily_room(settings: Settings, *, room_url: str, token: str | None
     models = EmbeddedModels(settings)
     try:
         await models.prepare(persona)
-        transport = build_daily_transport(persona, room_url=room_url, token=token)
-        bot = ConversationBot(
-            conversation=Conversation(persona=persona, persona_name=persona_name),
-            transport=transport,
+        await run_conversation(
+            build_daily_transport(persona, room_url=room_url, token=token),
+            persona=persona,
+            persona_name=persona_name,
             settings=settings,
             models=models,
+            connected_event="on_first_participant_joined",
+            disconnected_event="on_participant_left",
         )
-        await bot.build()
-        attach_bot_events(
-            transport, bot, connected_event="on_first_participant_joined", disconnected_event="on_participant_left"
-        )
-        await bot.run()
     finally:
         await models.close()
-        await asyncio.sleep(0)
