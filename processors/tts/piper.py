@@ -31,6 +31,21 @@ def shared_piper_voice(voice_path: Path) -> PiperVoice:
         return _voices[voice_path]
 
 
+def synthesize_with_timing(voice_path: Path, text: str):
+    """Whole-text synthesis off the pipeline: int16 audio, its sample rate, and
+    ``(phoneme, num_samples)`` timing for all of it (for offline rendering,
+    benchmarks and tests)."""
+    import numpy as np
+
+    voice = shared_piper_voice(voice_path)
+    audio, phonemes, rate = [], [], voice.config.sample_rate
+    for chunk in voice.synthesize(text, include_alignments=True):
+        rate = chunk.sample_rate
+        audio.append(chunk.audio_int16_array)
+        phonemes += [(a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or []]
+    return np.concatenate(audio), rate, phonemes
+
+
 class PiperPhonemeTTSService(TTSService):
     """Local piper TTS that also reports when each phoneme is spoken.
 

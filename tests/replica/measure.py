@@ -71,16 +71,9 @@ def best_lag(signal: np.ndarray, reference: np.ndarray, max_lag: int) -> tuple[f
 
 def piper_speech(text: str) -> tuple[np.ndarray, int, list[tuple[str, int]]]:
     """Real piper speech: int16 audio, sample rate, phoneme timing."""
-    import piper
+    from processors.tts.piper import synthesize_with_timing
 
-    voice = piper.PiperVoice.load(str(PIPER_VOICE), include_alignments=True)
-    audio, phonemes = [], []
-    rate = 22050
-    for chunk in voice.synthesize(text, include_alignments=True):
-        rate = chunk.sample_rate
-        audio.append(chunk.audio_int16_array)
-        phonemes += [(a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments]
-    return np.concatenate(audio), rate, phonemes
+    return synthesize_with_timing(PIPER_VOICE, text)
 
 
 def librivox_speech(name: str = "sense_and_sensibility_01_austen_64kb-0870.wav") -> tuple[np.ndarray, int]:
