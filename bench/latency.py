@@ -15,6 +15,7 @@ max per stage) and writes bench/results/latency.json.
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -76,13 +77,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_stack(stack: str, persona: str) -> tuple[subprocess.Popen, str]:
+def start_stack(
+    stack: str, persona: str, log: Path | None = None, log_level: str = "DEBUG"
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     if stack == "ours":
         cmd = [sys.executable, "run.py", "--host", "127.0.0.1", "--port", str(port), "--persona", persona]
     else:
         cmd = [sys.executable, "bench/baseline_bot.py", "--port", str(port), "--persona", persona]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ)
+    out = subprocess.DEVNULL
+    if log is not None:
+        env["CVI_LOG_LEVEL"] = log_level
+        out = open(log, "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -172,7 +180,8 @@ def print_table(summaries: dict[str, dict]) -> None:
 
 async def run_stack(stack: str, args, questions: list[Path]) -> list[dict]:
     print(f"{stack}: starting the bot", flush=True)
-    proc, url = start_stack(stack, args.persona)
+    log = args.bot_log.with_suffix(f".{stack}.log") if args.bot_log else None
+    proc, url = start_stack(stack, args.persona, log, args.bot_log_level)
     try:
         turns = []
         for c in range(args.conversations):
@@ -192,6 +201,10 @@ async def main() -> int:
     parser.add_argument("--questions", type=int, default=5, help="questions per conversation")
     parser.add_argument("--stack", choices=["ours", "baseline", "both"], default="both")
     parser.add_argument("--persona", default="ava")
+    parser.add_argument("--bot-log", type=Path, help="keep each bot's log in PATH.<stack>.log")
+    parser.add_argument(
+        "--bot-log-level", default="DEBUG", help="its level (TRACE adds llama-server's own lines, and slows the bot)"
+    )
     args = parser.parse_args()
     questions = record_questions(args.questions)
     stacks = ["ours", "baseline"] if args.stack == "both" else [args.stack]

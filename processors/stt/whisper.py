@@ -16,7 +16,7 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, TranscriptionFrame
+from pipecat.frames.frames import EagerTranscriptionFrame, ErrorFrame, TranscriptionFrame
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
@@ -121,6 +121,10 @@ class LocalWhisperSTTService(WhisperSTTService):
     utterance ended (its stop_secs), it starts transcribing the audio so far.
     If no speech follows, that result is the final transcript, ready about as
     soon as the VAD confirms the stop; if speech follows, it is discarded.
+    A speculative transcript finished while the VAD still waits also goes
+    downstream at once as an ``EagerTranscriptionFrame``, so the turn strategy
+    can start the reply before the turn ends (see
+    ``processors.turn.transcript_aware_stop``).
 
     Args:
         model: Folder holding a CTranslate2 Whisper model (or a hub name).
@@ -168,8 +172,14 @@ class LocalWhisperSTTService(WhisperSTTService):
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         return transcribe_trimmed(self._model, samples, language=self._language_code, prompt=self._prompt)
 
-    async def _speculate(self, pcm: bytes) -> str:
-        return await asyncio.to_thread(self._transcribe, pcm)
+    async def _speculate(self, pcm: bytes, last_loud: int) -> str:
+        text = await asyncio.to_thread(self._transcribe, pcm)
+        spec = self._speculation
+        if text and self._user_speaking and spec is not None and spec.last_loud == last_loud == self._last_loud:
+            # Still quiet and the VAD has not called the stop yet: offer these
+            # words so the reply can start before the turn ends.
+            await self.push_frame(EagerTranscriptionFrame(text, self._user_id, time_now_iso8601()))
+        return text
 
     async def process_audio_frame(self, frame, direction):
         """Buffer audio as pipecat does; start a speculative transcription in pauses."""
@@ -187,7 +197,9 @@ class LocalWhisperSTTService(WhisperSTTService):
             self._speculation is None or self._speculation.last_loud != self._last_loud
         ):
             pcm = bytes(self._audio_buffer)
-            self._speculation = _Speculation(self._last_loud, self.create_task(self._speculate(pcm)))
+            self._speculation = _Speculation(
+                self._last_loud, self.create_task(self._speculate(pcm, self._last_loud))
+            )
 
     async def _handle_user_stopped_speaking(self, frame):
         # Remember whether the pause's speculation covers this whole segment.

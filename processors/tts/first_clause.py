@@ -10,24 +10,45 @@ from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 CLAUSE_BREAK = re.compile(r"(?<=[^\d\s])[,;:](?=\s)|\s[-–—](?=\s)")
 
 
+# Words a spoken phrase can start with: a first chunk may end just before one.
+PHRASE_STARTS = frozenset(
+    "and but or so because at in on for with from by near where when which while after before if then".split()
+)
+
+
 class FirstClauseTextAggregator(SimpleTextAggregator):
     """Sentence aggregation, except that the first words of a reply leave early.
 
-    The LLM writes about 50 tokens a second here; waiting for a whole first
+    The LLM writes about 30 tokens a second here; waiting for a whole first
     sentence ("In Lisbon, there's a wide range of dishes to choose from.")
-    costs 0.3 s before the voice can start. The first clause of at least
-    ``min_words`` words ("In Lisbon,") is enough to begin speaking; the rest
-    of the reply goes sentence by sentence.
+    costs 0.3 s or more before the voice can start. The first clause of at
+    least ``min_words`` words ("In Lisbon,") is enough to begin speaking. A
+    first sentence with no early comma leaves at its first phrase break after
+    ``phrase_words`` words ("You can watch the sunset | at a miradouro."):
+    just before a preposition or conjunction, where a speaker may breathe.
+    The rest of the reply goes sentence by sentence.
 
     Args:
-        min_words: Fewest words the first chunk may have.
+        min_words: Fewest words the first chunk may have at a clause break.
+        phrase_words: Fewest words it may have at a phrase break (0: never).
         **kwargs: Passed to ``SimpleTextAggregator``.
     """
 
-    def __init__(self, *, min_words: int = 2, **kwargs):
+    def __init__(self, *, min_words: int = 2, phrase_words: int = 4, **kwargs):
         super().__init__(**kwargs)
         self._min_words = min_words
+        self._phrase_words = phrase_words
         self._first_sent = False
+
+    def _phrase_break(self) -> int | None:
+        """Where the text so far may be cut before a phrase, if anywhere."""
+        if not self._phrase_words:
+            return None
+        words = list(re.finditer(r"\S+", self._text))
+        for i, word in enumerate(words[:-1]):  # the last word may be unfinished
+            if i >= self._phrase_words and word.group().lower() in PHRASE_STARTS:
+                return word.start()
+        return None
 
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
         """Yield sentences, and the reply's first clause as soon as it is complete."""
@@ -36,13 +57,17 @@ class FirstClauseTextAggregator(SimpleTextAggregator):
             yield aggregation
         if self._first_sent or self._aggregation_type == TextType.TOKEN:
             return
+        cut = None
         for match in CLAUSE_BREAK.finditer(self._text):
-            head = self._text[: match.end()]
-            if len(head.split()) >= self._min_words:
-                self._text = self._text[match.end() :]
-                self._first_sent = True
-                yield Aggregation(text=head.strip(), type=TextType.SENTENCE)
-                return
+            if len(self._text[: match.end()].split()) >= self._min_words:
+                cut = match.end()
+                break
+        if cut is None:
+            cut = self._phrase_break()
+        if cut is not None:
+            head, self._text = self._text[:cut], self._text[cut:]
+            self._first_sent = True
+            yield Aggregation(text=head.strip(), type=TextType.SENTENCE)
 
     async def flush(self) -> Aggregation | None:
         """End of a reply: the next reply starts with a clause again."""

@@ -1,6 +1,7 @@
 """Piper speech synthesis with phoneme timing for lip-sync."""
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
@@ -44,6 +45,50 @@ def synthesize_with_timing(voice_path: Path, text: str):
         audio.append(chunk.audio_int16_array)
         phonemes += [(a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or []]
     return np.concatenate(audio), rate, phonemes
+
+
+# Text ending in punctuation is followed by a pause in speech.
+SPOKEN_PAUSE = re.compile(r"[.,;:!?…][\"')\]]*\s*$")
+
+# Piper pads each utterance with 40-170 ms of near-silence before the first
+# sound; at the start of a reply that is pure latency.
+QUIET_DBFS = -50.0
+KEEP_LEAD_S = 0.01
+# A piece cut mid-sentence (no punctuation at its end) keeps this much of its
+# trailing silence, so the next piece follows like the rest of the sentence.
+KEEP_TAIL_MID_SENTENCE_S = 0.06
+
+
+def silence_to_trim(audio, sample_rate: int, *, mid_sentence: bool) -> tuple[int, int]:
+    """Samples of near-silence to cut from the start and the end of ``audio`` (int16)."""
+    import numpy as np
+
+    hop = max(1, sample_rate // 200)  # 5 ms
+    usable = len(audio) - len(audio) % hop
+    if usable == 0:
+        return 0, 0
+    frames = audio[:usable].astype(np.float32).reshape(-1, hop) / 32768.0
+    dbfs = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-9)
+    loud = np.flatnonzero(dbfs > QUIET_DBFS)
+    if loud.size == 0:
+        return 0, 0
+    lead = max(0, int(loud[0]) * hop - int(KEEP_LEAD_S * sample_rate))
+    tail = 0
+    if mid_sentence:
+        end = (int(loud[-1]) + 1) * hop + int(KEEP_TAIL_MID_SENTENCE_S * sample_rate)
+        tail = max(0, len(audio) - end)
+    return lead, tail
+
+
+def shift_phonemes(phonemes: list[tuple[str, int]], cut: int) -> list[tuple[str, int]]:
+    """Phoneme timing after ``cut`` samples were removed from the start."""
+    out = []
+    for phoneme, samples in phonemes:
+        take = min(cut, samples)
+        cut -= take
+        if samples - take > 0:
+            out.append((phoneme, samples - take))
+    return out
 
 
 class PiperPhonemeTTSService(TTSService):
@@ -100,15 +145,23 @@ class PiperPhonemeTTSService(TTSService):
         try:
             await self.start_tts_usage_metrics(text)
             chunks = await asyncio.to_thread(self._synthesize, text)
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks):
+                audio = chunk.audio_int16_array
+                # The first sound starts at once; a piece cut mid-sentence
+                # runs straight into the next one.
+                last = i == len(chunks) - 1
+                mid_sentence = last and not SPOKEN_PAUSE.search(text)
+                lead, tail = silence_to_trim(audio, chunk.sample_rate, mid_sentence=mid_sentence)
+                audio = audio[lead : len(audio) - tail]
                 if chunk.phoneme_alignments:
+                    phonemes = [(a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments]
                     yield PhonemeTimingFrame(
-                        phonemes=[(a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments],
+                        phonemes=shift_phonemes(phonemes, lead),
                         sample_rate=chunk.sample_rate,
                         context_id=context_id,
                     )
 
-                async def one_chunk(data: bytes = chunk.audio_int16_bytes) -> AsyncIterator[bytes]:
+                async def one_chunk(data: bytes = audio.tobytes()) -> AsyncIterator[bytes]:
                     yield data
 
                 async for frame in self._stream_audio_frames_from_iterator(

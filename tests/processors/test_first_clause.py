@@ -50,3 +50,18 @@ async def test_each_reply_starts_with_a_clause_again():
     await agg.handle_interruption()
     out = await feed(agg, tokens("Alpha beta gamma delta, epsilon."))
     assert out[0] == "Alpha beta gamma delta,"
+
+
+async def test_a_long_first_sentence_leaves_at_its_first_phrase_break():
+    agg = FirstClauseTextAggregator()
+    out = await feed(agg, tokens("You can watch the sunset at a miradouro in Graca. Go"))
+    assert out == ["You can watch the sunset", "at a miradouro in Graca."]
+
+
+async def test_no_phrase_break_before_enough_words_or_inside_a_word():
+    agg = FirstClauseTextAggregator()
+    # "in" comes too early; "Lisboa" is not a phrase start; the last word may be unfinished.
+    assert await feed(agg, tokens("Stay in Lisboa for")) == []
+    assert await feed(FirstClauseTextAggregator(), ["Stay in Lisboa for", " a week and"]) == []
+    agg = FirstClauseTextAggregator(phrase_words=0)
+    assert await feed(agg, tokens("You can watch the sunset at a miradouro in")) == []
