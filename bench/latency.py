@@ -6,10 +6,18 @@ For each stack it starts the bot in dev-room mode as its own process (ours:
 ``run.py``; the baseline: ``bench/baseline_bot.py``, stock pipecat services on
 the same weights), connects ``bot.devroom_client.DevRoomClient`` (aiortc) on
 127.0.0.1, and plays recorded spoken questions as its microphone. Per turn it
-measures at the peer the time from the end of the question's speech (found
-in the file, not the file's end) to the first audible reply sample, and collects the bot's own stage
-timings from its ``conversation.latency`` events. Prints a table (median, p95,
-max per stage) and writes bench/results/latency.json.
+measures at the peer:
+
+- ``utterance_to_utterance``: from the end of the question's speech (found in
+  the file, not the file's end) to the first audible reply sample;
+- ``mouth_after_audio``: from that first audible sample to the arrival of the
+  first video frame whose mouth region moves like speech (negative: the
+  mouth moved first; see ``mouth_moves_at``);
+
+and collects the bot's own stage timings from its ``conversation.latency``
+events. The peer plays audio with a one-packet cushion and shows each video
+frame as soon as it is whole, as a browser on loopback would. Prints a table
+(median, p95, max per stage) and writes bench/results/latency.json.
 """
 
 import argparse
@@ -21,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -116,10 +125,53 @@ async def settle(client: DevRoomClient, *, since: float, quiet_s: float = 1.5, t
         await asyncio.sleep(0.2)
 
 
-async def one_conversation(url: str, questions: list[Path], conversation: int) -> list[dict]:
+def mouth_probe(persona_name: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Crops the replica's mouth region (luma) out of each received frame."""
+    from personas import load_persona
+    from processors.replica.assets import load_replica
+    from processors.replica.face import FaceRig
+
+    persona = load_persona(persona_name)
+    layer = persona.layers.replica
+    if layer.replica_engine != "local":
+        return None
+    rig = FaceRig(load_replica(persona.replica_id), (layer.width, layer.height))
+    (mx, my), u = rig.landmarks.mouth, rig.landmarks.mouth_half_width
+    x0, x1 = int(mx - 1.4 * u), int(mx + 1.4 * u)
+    y0, y1 = int(my - 0.6 * u), int(my + 1.2 * u)
+
+    def probe(rgb: np.ndarray) -> np.ndarray:
+        region = rgb[y0:y1, x0:x1].astype(np.float32)
+        return (region @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
+
+    return probe
+
+
+def mouth_moves_at(frames: list, *, listening: tuple[float, float], reply: float) -> float | None:
+    """When the replica's mouth starts moving for a reply, from the frames at the peer.
+
+    Motion is the mean absolute change of the mouth region from one frame to
+    the next. While the replica listens (``listening``, a time span) it only
+    breathes and sways; the first frame around the reply (from 0.3 s before
+    ``reply``, the first audible sample) that moves more than twice as much
+    as any listening frame is the mouth moving. Returns its arrival time.
+    """
+    crops = [(f.arrived_at, f.probe.astype(np.int16)) for f in frames if f.probe is not None]
+    motion = [(t, float(np.mean(np.abs(c - prev)))) for (_, prev), (t, c) in zip(crops, crops[1:])]
+    idle = [m for t, m in motion if listening[0] <= t <= listening[1]]
+    if len(idle) < 5:
+        return None
+    threshold = max(2.0 * max(idle), 1.0)
+    return next((t for t, m in motion if t >= reply - 0.3 and m > threshold), None)
+
+
+async def one_conversation(url: str, questions: list[Path], conversation: int, probe=None) -> list[dict]:
     turns = []
-    # Like a browser on loopback, the peer plays received audio without a long cushion.
-    async with DevRoomClient(url, audio_jitter_prefetch=1) as client:
+    # Like a browser on loopback: received audio plays without a long cushion,
+    # and each video frame shows as soon as it is whole.
+    async with DevRoomClient(
+        url, audio_jitter_prefetch=1, video_when_whole=True, keep_video_images=0, video_probe=probe
+    ) as client:
         await client.connect()
         await settle(client, since=time.monotonic())
         for i, question in enumerate(questions):
@@ -133,6 +185,10 @@ async def one_conversation(url: str, questions: list[Path], conversation: int) -
                 event = await client.wait_for_message("conversation.latency", after=playback.started_at, timeout_s=10)
                 turn["bot"] = event.data["properties"]["timings_ms"]
                 await client.wait_for_message("conversation.replica.stopped_speaking", after=heard, timeout_s=60)
+                if probe is not None:
+                    moved = mouth_moves_at(client.video_frames, listening=(spoken_until - 1.5, spoken_until), reply=heard)
+                    if moved is not None:
+                        turn["mouth_after_audio"] = round((moved - heard) * 1000, 1)
             except TimeoutError as e:
                 turn["error"] = str(e)
             turns.append(turn)
@@ -147,10 +203,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarise(turns: list[dict]) -> dict[str, dict[str, float]]:
-    rows: dict[str, list[float]] = {"utterance_to_utterance": []}
+    rows: dict[str, list[float]] = {"utterance_to_utterance": [], "mouth_after_audio": []}
     for t in turns:
-        if "utterance_to_utterance" in t:
-            rows["utterance_to_utterance"].append(t["utterance_to_utterance"])
+        for name in ("utterance_to_utterance", "mouth_after_audio"):
+            if name in t:
+                rows[name].append(t[name])
         for stage in STAGES:
             value = (t.get("bot") or {}).get(stage)
             if value is not None:
@@ -184,8 +241,9 @@ async def run_stack(stack: str, args, questions: list[Path]) -> list[dict]:
     proc, url = start_stack(stack, args.persona, log, args.bot_log_level)
     try:
         turns = []
+        probe = mouth_probe(args.persona) if stack == "ours" else None
         for c in range(args.conversations):
-            turns += await one_conversation(url, questions, c)
+            turns += await one_conversation(url, questions, c, probe)
         return turns
     finally:
         proc.terminate()

@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aioice.ice
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
+
+from bot.jitter_buffers import shorten_audio_jitter_buffers
 from pydantic import BaseModel, Field, field_validator
 
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
@@ -61,50 +62,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 LOOPBACK_IPV4 = "127.0.0.1"
 
 OnConnection = Callable[[SmallWebRTCConnection], Awaitable[None]]
-
-
-def shorten_audio_jitter_buffers(pc, *, prefetch: int) -> None:
-    """Let the bot hear the peer sooner: a shorter audio jitter buffer.
-
-    aiortc holds 4 audio packets (80 ms) before it plays any out, a cushion
-    for jitter on long paths. The dev room's peers are on this machine or its
-    LAN, where packets arrive evenly, so a shorter prefetch removes most of
-    that delay from every turn. ``prefetch=0`` hands each packet on the moment
-    it arrives in order (aiortc's buffer, even at 1, waits for the next packet
-    to know a frame is complete; an audio packet is always a whole frame).
-    Applied to each audio receiver of ``pc`` when the bot starts, before any
-    packet arrives. (aiortc offers no setting for it, so this replaces the
-    receiver's buffer object.)
-    """
-    for receiver in pc.getReceivers():
-        if receiver.track is not None and receiver.track.kind == "audio":
-            buffer = InOrderAudioBuffer(capacity=16) if prefetch == 0 else JitterBuffer(capacity=16, prefetch=prefetch)
-            receiver._RTCRtpReceiver__jitter_buffer = buffer
-
-
-class InOrderAudioBuffer(JitterBuffer):
-    """An audio jitter buffer that releases each packet as soon as it is next in order."""
-
-    def __init__(self, capacity: int = 16):
-        super().__init__(capacity=capacity)
-
-    MAX_BACKLOG = 2
-
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        ready = []
-        while len(ready) < self.capacity:
-            packet = self._packets[(self._origin + len(ready)) % self.capacity]
-            if packet is None:
-                break
-            ready.append(packet)
-        if not ready:
-            return None  # a gap: wait for the missing packet (or for the buffer to skip it)
-        # One packet goes out per packet in: after a gap fills, the packets
-        # queued behind it would lag forever, so skip all but the last few.
-        skip = max(0, len(ready) - self.MAX_BACKLOG)
-        self.remove(skip + 1)
-        packet = ready[skip]
-        return JitterFrame(data=packet._data, timestamp=packet.timestamp)
 
 
 def allow_loopback_ice_candidates() -> None:

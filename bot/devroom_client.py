@@ -23,6 +23,7 @@ All timestamps are ``time.monotonic()`` seconds in this process.
 
 import asyncio
 import contextlib
+import dataclasses
 import fractions
 import json
 import math
@@ -47,7 +48,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from loguru import logger
 
-from bot.devroom import allow_loopback_ice_candidates, shorten_audio_jitter_buffers
+from bot.devroom import allow_loopback_ice_candidates
+from bot.jitter_buffers import release_video_frames_when_whole, shorten_audio_jitter_buffers
 
 MIC_SAMPLE_RATE = 48000
 MIC_FRAME_MS = 20
@@ -91,6 +93,8 @@ class ReceivedVideoFrame:
     width: int
     height: int
     image: np.ndarray | None
+    #: What ``video_probe`` returned for this frame (None without a probe).
+    probe: Any = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,15 @@ class DevRoomClient:
         allow_loopback_ice: Offer 127.0.0.1 ICE candidates (see
             :func:`bot.devroom.allow_loopback_ice_candidates`); needed on a
             loopback-only machine.
+        audio_jitter_prefetch: Packets buffered before received audio plays
+            out; aiortc's default of 4 adds 80 ms that a browser on loopback,
+            whose buffer adapts, would not (the latency benchmark sets 1).
+        video_when_whole: Take each received video frame as soon as its last
+            packet is in, as a browser does, rather than when the next frame
+            starts arriving (aiortc's way, 40 ms later at 25 fps).
+        video_probe: Called with every received frame's RGB pixels; what it
+            returns is kept in ``ReceivedVideoFrame.probe`` (e.g. a small crop
+            to measure over the whole call).
     """
 
     def __init__(
@@ -257,15 +270,13 @@ class DevRoomClient:
         request_timeout_s: float = 20.0,
         allow_loopback_ice: bool = True,
         audio_jitter_prefetch: int | None = None,
+        video_when_whole: bool = False,
+        video_probe: Callable[[np.ndarray], Any] | None = None,
     ):
-        """Args beyond the URL: ``camera`` (an image to send as the camera),
-        ``keep_video_images`` (received frames whose pixels are kept),
-        ``audio_jitter_prefetch`` (packets buffered before received audio plays
-        out; aiortc's default of 4 adds 80 ms that a browser on loopback, whose
-        buffer adapts, would not: the latency benchmark sets 1).
-        """
         self.base_url = base_url.rstrip("/")
         self._audio_jitter_prefetch = audio_jitter_prefetch
+        self._video_when_whole = video_when_whole
+        self._video_probe = video_probe
         self._camera_image = load_image_rgb(camera) if isinstance(camera, (str, Path)) else camera
         self._keep_video_images = keep_video_images
         self._allow_loopback_ice = allow_loopback_ice
@@ -334,6 +345,8 @@ class DevRoomClient:
         self._open_channel(pc)
         if self._audio_jitter_prefetch is not None:
             shorten_audio_jitter_buffers(pc, prefetch=self._audio_jitter_prefetch)
+        if self._video_when_whole:
+            release_video_frames_when_whole(pc)
 
         await self._negotiate()
         await asyncio.wait_for(
@@ -429,17 +442,22 @@ class DevRoomClient:
             while True:
                 frame = await track.recv()
                 arrived_at = time.monotonic()
-                image = frame.to_ndarray(format="rgb24") if self._keep_video_images else None
+                needs_pixels = self._keep_video_images or self._video_probe is not None
+                image = frame.to_ndarray(format="rgb24") if needs_pixels else None
+                probe = self._video_probe(image) if self._video_probe is not None else None
                 self.video_frames.append(
                     ReceivedVideoFrame(
-                        arrived_at=arrived_at, width=frame.width, height=frame.height, image=image
+                        arrived_at=arrived_at,
+                        width=frame.width,
+                        height=frame.height,
+                        image=image if self._keep_video_images else None,
+                        probe=probe,
                     )
                 )
                 # Keep pixels only for the newest frames.
                 old = len(self.video_frames) - self._keep_video_images - 1
                 if old >= 0 and self.video_frames[old].image is not None:
-                    f = self.video_frames[old]
-                    self.video_frames[old] = ReceivedVideoFrame(f.arrived_at, f.width, f.height, None)
+                    self.video_frames[old] = dataclasses.replace(self.video_frames[old], image=None)
                 self._waiters.video.set()
 
     def _spawn(self, coro: Any) -> None:

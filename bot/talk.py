@@ -58,11 +58,19 @@ def read_speech(path: Path, *, sample_rate: int = AUDIO_IN_SAMPLE_RATE) -> np.nd
 
 
 class WavInputTransport(BaseInputTransport):
-    """Plays a recording as the user's microphone, in real time, then silence."""
+    """Plays a recording as the user's microphone, in real time, then silence.
 
-    def __init__(self, speech: np.ndarray, params: TransportParams, *, tail_secs: float = 30.0):
+    A short silence goes first, as from a microphone that is open before the
+    user speaks: a recording whose first word starts at once (espeak-ng's do)
+    would otherwise lose it while the VAD takes its first reading.
+    """
+
+    def __init__(
+        self, speech: np.ndarray, params: TransportParams, *, lead_secs: float = 0.5, tail_secs: float = 30.0
+    ):
         super().__init__(params)
         self._speech = speech
+        self._lead_secs = lead_secs
         self._tail_secs = tail_secs
         self._feed_task = None
 
@@ -74,8 +82,9 @@ class WavInputTransport(BaseInputTransport):
 
     async def _feed(self):
         chunk = int(AUDIO_IN_SAMPLE_RATE * CHUNK_SECS)
-        silence = np.zeros(int(AUDIO_IN_SAMPLE_RATE * self._tail_secs), dtype=np.int16)
-        audio = np.concatenate([self._speech, silence])
+        lead = np.zeros(int(AUDIO_IN_SAMPLE_RATE * self._lead_secs), dtype=np.int16)
+        tail = np.zeros(int(AUDIO_IN_SAMPLE_RATE * self._tail_secs), dtype=np.int16)
+        audio = np.concatenate([lead, self._speech, tail])
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, offset in enumerate(range(0, len(audio), chunk)):
