@@ -45,6 +45,9 @@ SPEECH_TIMEOUT = {"low": 0.4, "medium": 0.7, "high": 1.2}
 VAD_START = {"low": (0.35, 0.8), "medium": (0.2, 0.7), "high": (0.12, 0.6)}
 # Interruptibility: how readily the replica yields the floor.
 MIN_WORDS_TO_INTERRUPT = {"low": 3, "medium": 1, "high": 0}
+# The embedded llama-server yields the CPU to the bot's own threads: the
+# reply's first words must be synthesized while the LLM writes the rest.
+LLM_NICENESS = 5
 
 
 class EngineConfigError(ValueError):
@@ -149,7 +152,9 @@ class EmbeddedModels:
         binary = find_llama_server(
             self._settings.cvi_cache_dir, explicit=self._settings.cvi_llama_server_bin
         )
-        self._server = LlamaServer(binary=binary, model=model, threads=self._settings.cvi_llm_threads)
+        self._server = LlamaServer(
+            binary=binary, model=model, threads=self._settings.cvi_llm_threads, niceness=LLM_NICENESS
+        )
         await self._server.start()
         self._llm_base_url = self._server.base_url
         return self._llm_base_url

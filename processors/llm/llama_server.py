@@ -144,6 +144,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _child_setup(niceness: int):
+    def setup() -> None:
+        _die_with_parent()
+        if niceness:
+            os.nice(niceness)
+
+    return setup
+
+
 class LlamaServer:
     """A llama-server child process serving one GGUF model.
 
@@ -176,6 +185,7 @@ class LlamaServer:
         ctx_size: int = 4096,
         threads: int = 2,
         parallel: int = 2,
+        niceness: int = 0,
         extra_args: Sequence[str] = (),
         start_timeout: float = 120.0,
         stop_timeout: float = 5.0,
@@ -190,6 +200,9 @@ class LlamaServer:
             ctx_size: KV cache size in tokens, shared by all slots.
             threads: CPU threads for generation and prompt processing.
             parallel: Number of slots (conversations decoded at once).
+            niceness: Added to the server's nice value: above 0, the bot's own
+                threads (speech synthesis, recognition, video) win the CPU when
+                both want it, and the server takes what is left.
             extra_args: More llama-server arguments, appended last (they win).
             start_timeout: Seconds to wait for the model to load.
             stop_timeout: Seconds between SIGTERM and SIGKILL.
@@ -201,6 +214,7 @@ class LlamaServer:
         self._ctx_size = ctx_size
         self._threads = threads
         self._parallel = parallel
+        self._niceness = niceness
         self._extra_args = tuple(extra_args)
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -269,7 +283,7 @@ class LlamaServer:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup(self._niceness),
         )
         self._output_task = asyncio.create_task(self._read_output(self._process))
         try:

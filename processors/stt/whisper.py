@@ -24,7 +24,7 @@ from pipecat.utils.time import time_now_iso8601
 SAMPLE_RATE = 16000
 # Speculative transcription: once the user has been quiet this long (before
 # the VAD is sure the utterance ended), transcribe what we have.
-SPECULATE_AFTER_QUIET_SECS = 0.08
+SPECULATE_AFTER_QUIET_SECS = 0.04
 QUIET_DBFS = -42.0
 TAIL_SILENCE_SECS = 1.0
 MAX_TRIMMED_SECS = 28.0
