@@ -55,3 +55,25 @@ async def test_speed_setting_changes_the_duration(settings):
 def test_bad_speed_is_refused(settings):
     with pytest.raises(ValueError, match="speed"):
         PiperPhonemeTTSService(voice_path=piper_voice(None, cache_dir=settings.cvi_cache_dir), speed=0)
+
+
+def first_and_last_sound_ms(audio: np.ndarray, rate: int, *, quiet_dbfs: float = -45.0) -> tuple[float, float]:
+    hop = rate // 100
+    frames = audio[: len(audio) // hop * hop].astype(np.float32).reshape(-1, hop) / 32768
+    loud = np.flatnonzero(20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-9) > quiet_dbfs)
+    return loud[0] * 10.0, (len(frames) - loud[-1] - 1) * 10.0
+
+
+async def test_speech_starts_at_once_and_a_mid_sentence_piece_runs_on(settings):
+    # Piper itself leads this with ~170 ms of near-silence.
+    audio, rate, timing = await synthesise(settings, "I'd love to recommend pastel de nata")
+    lead, tail = first_and_last_sound_ms(audio, rate)
+    assert lead <= 20, f"{lead} ms of silence before the first sound"
+    assert tail <= 90, f"{tail} ms of silence after a piece cut mid-sentence"
+    # The phoneme timing lost the cut lead too: it covers the audio plus at
+    # most the cut tail (it would run ~0.17 s long had it kept the lead).
+    timed_secs = sum(n for f in timing for _, n in f.phonemes) / timing[0].sample_rate
+    assert 0 <= timed_secs - len(audio) / rate <= 0.15
+    # A finished sentence keeps its pause.
+    audio, rate, _ = await synthesise(settings, "Lisbon is lovely.")
+    assert first_and_last_sound_ms(audio, rate)[1] >= 120
