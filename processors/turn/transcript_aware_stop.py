@@ -68,6 +68,7 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._segments: list[str] = []  # committed transcripts of this turn
         self._speculation: UserTurnSpeculation | None = None
         self._speculation_timer: asyncio.Task | None = None
+        self._in_turn = False
         self.speculations = 0
         self.speculations_kept = 0
 
@@ -83,6 +84,14 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             await self._withdraw("the user spoke again")
         return await super().process_frame(frame)
+
+    async def handle_user_turn_started(self):
+        self._in_turn = True
+        await super().handle_user_turn_started()
+
+    async def handle_user_turn_stopped(self):
+        self._in_turn = False
+        await super().handle_user_turn_stopped()
 
     # ----------------------------------------------------------------- grace
 
@@ -157,7 +166,10 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
 
     async def _speculate(self, text: str):
-        if not self._speculate_enabled or not text.strip():
+        # Only inside a user turn: words the turn-start strategies did not take
+        # as a turn (a short "uh-huh" while the replica talks, for a persona
+        # that needs several words to be interrupted) must not get a reply.
+        if not self._speculate_enabled or not self._in_turn or not text.strip():
             return
         if self._speculation is not None:
             if self._match.matches(self._speculation.text, text):

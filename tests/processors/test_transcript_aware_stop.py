@@ -7,6 +7,7 @@ import time
 import pytest
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
     EagerEndOfTurnCancelFrame,
     EagerTranscriptionFrame,
     LLMContextFrame,
@@ -21,7 +22,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.tests.utils import SleepFrame, run_test
-from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_start import MinWordsUserTurnStartStrategy, VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrategy
@@ -96,17 +97,22 @@ async def test_new_speech_cancels_the_overrule():
     assert not stops
 
 
-async def speculative_turn(eager: str, final: str, *, resume: bool = False) -> tuple[list, TranscriptAwareTurnStopStrategy]:
+async def speculative_turn(
+    eager: str, final: str, *, resume: bool = False, turn_starts: bool = True
+) -> tuple[list, TranscriptAwareTurnStopStrategy]:
     """A turn whose words were offered (``eager``) before the VAD stop, then committed (``final``)."""
     strategy = TranscriptAwareTurnStopStrategy(turn_analyzer=HesitantTurnAnalyzer(), grace_secs=0.2)
+    # Without a turn start: the replica is talking and three words are needed to interrupt it.
+    start = [VADUserTurnStartStrategy()] if turn_starts else [MinWordsUserTurnStartStrategy(min_words=3)]
     pair = LLMContextAggregatorPair(
         LLMContext(),
         user_params=LLMUserAggregatorParams(
-            user_turn_strategies=UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=[strategy]),
+            user_turn_strategies=UserTurnStrategies(start=start, stop=[strategy]),
             user_turn_stop_timeout=3.0,
         ),
     )
-    frames = [
+    frames = [] if turn_starts else [BotStartedSpeakingFrame()]
+    frames += [
         VADUserStartedSpeakingFrame(start_secs=0.2),
         SleepFrame(0.3),
         EagerTranscriptionFrame(eager, "user", "now"),
@@ -152,3 +158,9 @@ async def test_the_early_reply_is_withdrawn_when_the_words_change():
     # The committed words are speculated on again during the grace, and that one is kept.
     assert contexts(frames)[0] is True and contexts(frames).count(False) == 0
     assert strategy.speculations == 2 and strategy.speculations_kept == 1
+
+
+async def test_no_early_reply_to_words_that_did_not_start_a_turn():
+    # E.g. "uh-huh" while the replica talks, for a persona that needs more words to be interrupted.
+    frames, strategy = await speculative_turn("Uh-huh.", "Uh-huh.", turn_starts=False)
+    assert contexts(frames) == [] and strategy.speculations == 0
