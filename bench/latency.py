@@ -147,22 +147,33 @@ def mouth_probe(persona_name: str) -> Callable[[np.ndarray], np.ndarray] | None:
     return probe
 
 
-def mouth_moves_at(frames: list, *, listening: tuple[float, float], reply: float) -> float | None:
+def mouth_motion(frames: list) -> list[tuple[float, float]]:
+    """(arrival time, motion) per received frame: the mean absolute change of
+    the mouth region since the previous frame."""
+    crops = [(f.arrived_at, f.probe.astype(np.int16)) for f in frames if f.probe is not None]
+    return [(t, float(np.mean(np.abs(c - prev)))) for (_, prev), (t, c) in zip(crops, crops[1:])]
+
+
+def mouth_moves_at(
+    motion: list[tuple[float, float]], *, listening: tuple[float, float], reply: float
+) -> float | None:
     """When the replica's mouth starts moving for a reply, from the frames at the peer.
 
-    Motion is the mean absolute change of the mouth region from one frame to
-    the next. While the replica listens (``listening``, a time span) it only
-    breathes and sways; the first frame around the reply (from 0.3 s before
-    ``reply``, the first audible sample) that moves more than twice as much
-    as any listening frame is the mouth moving. Returns its arrival time.
+    While the replica listens (``listening``, a time span) it only breathes
+    and sways. Speech moves the mouth frame after frame: the first frame
+    around the reply (from 0.3 s before ``reply``, the first audible sample)
+    that moves more than twice as much as any listening frame, and is
+    followed within two frames by another that does, is the mouth moving; a
+    lone jump (a key frame, a nod) is not. Returns its arrival time.
     """
-    crops = [(f.arrived_at, f.probe.astype(np.int16)) for f in frames if f.probe is not None]
-    motion = [(t, float(np.mean(np.abs(c - prev)))) for (_, prev), (t, c) in zip(crops, crops[1:])]
     idle = [m for t, m in motion if listening[0] <= t <= listening[1]]
     if len(idle) < 5:
         return None
     threshold = max(2.0 * max(idle), 1.0)
-    return next((t for t, m in motion if t >= reply - 0.3 and m > threshold), None)
+    for i, (t, m) in enumerate(motion):
+        if t >= reply - 0.3 and m > threshold and any(n > threshold for _, n in motion[i + 1 : i + 3]):
+            return t
+    return None
 
 
 async def one_conversation(url: str, questions: list[Path], conversation: int, probe=None) -> list[dict]:
@@ -186,9 +197,14 @@ async def one_conversation(url: str, questions: list[Path], conversation: int, p
                 turn["bot"] = event.data["properties"]["timings_ms"]
                 await client.wait_for_message("conversation.replica.stopped_speaking", after=heard, timeout_s=60)
                 if probe is not None:
-                    moved = mouth_moves_at(client.video_frames, listening=(spoken_until - 1.5, spoken_until), reply=heard)
+                    motion = mouth_motion(client.video_frames)
+                    moved = mouth_moves_at(motion, listening=(spoken_until - 1.5, spoken_until), reply=heard)
                     if moved is not None:
                         turn["mouth_after_audio"] = round((moved - heard) * 1000, 1)
+                    # The trace around the reply, to audit the measure: (ms after the first audio, motion).
+                    turn["mouth_motion"] = [
+                        (round((t - heard) * 1000), round(m, 1)) for t, m in motion if -500 <= (t - heard) * 1000 <= 300
+                    ]
             except TimeoutError as e:
                 turn["error"] = str(e)
             turns.append(turn)

@@ -25,6 +25,8 @@ SAMPLE_RATE = 16000
 # Speculative transcription: once the user has been quiet this long (before
 # the VAD is sure the utterance ended), transcribe what we have.
 SPECULATE_AFTER_QUIET_SECS = 0.04
+# In a pause, sound this short does not count as speech resuming.
+RESUME_AFTER_LOUD_SECS = 0.04
 QUIET_DBFS = -42.0
 TAIL_SILENCE_SECS = 1.0
 MAX_TRIMMED_SECS = 28.0
@@ -156,6 +158,7 @@ class LocalWhisperSTTService(WhisperSTTService):
         super().__init__(device="cpu", compute_type=compute_type, settings=settings, **kwargs)
         self._last_loud = 0
         self._quiet_secs = 0.0
+        self._loud_secs = 0.0
         self._speculation: _Speculation | None = None
         self._segments: list[tuple[int, _Speculation | None]] = []
         self.speculative_hits = 0
@@ -188,11 +191,18 @@ class LocalWhisperSTTService(WhisperSTTService):
             return
         samples = np.frombuffer(frame.audio, dtype=np.int16).astype(np.float32)
         dbfs = 20 * np.log10(np.sqrt(np.mean(samples**2)) / 32768.0 + 1e-9) if samples.size else -120.0
+        secs = samples.size / self.sample_rate
         if dbfs > QUIET_DBFS:
+            self._loud_secs += secs
+            if self._quiet_secs >= SPECULATE_AFTER_QUIET_SECS and self._loud_secs < RESUME_AFTER_LOUD_SECS:
+                # A blip in a pause (a plosive's release, a click) is not the
+                # user speaking again: the speculation stays valid.
+                return
             self._last_loud = len(self._audio_buffer)
             self._quiet_secs = 0.0
             return
-        self._quiet_secs += samples.size / self.sample_rate
+        self._loud_secs = 0.0
+        self._quiet_secs += secs
         if self._quiet_secs >= SPECULATE_AFTER_QUIET_SECS and (
             self._speculation is None or self._speculation.last_loud != self._last_loud
         ):
@@ -206,7 +216,7 @@ class LocalWhisperSTTService(WhisperSTTService):
         spec = self._speculation
         valid = spec if spec is not None and spec.last_loud == self._last_loud else None
         self._segments.append((self._last_loud, valid))
-        self._last_loud, self._quiet_secs, self._speculation = 0, 0.0, None
+        self._last_loud, self._quiet_secs, self._loud_secs, self._speculation = 0, 0.0, 0.0, None
         await super()._handle_user_stopped_speaking(frame)
 
     async def run_stt(self, audio: bytes):

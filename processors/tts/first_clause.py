@@ -12,7 +12,8 @@ CLAUSE_BREAK = re.compile(r"(?<=[^\d\s])[,;:](?=\s)|\s[-–—](?=\s)")
 
 # Words a spoken phrase can start with: a first chunk may end just before one.
 PHRASE_STARTS = frozenset(
-    "and but or so because at in on for with from by near where when which while after before if then".split()
+    "and but or so because at in on for with from by near to where when which while after before if then "
+    "is are was were".split()
 )
 
 
@@ -25,19 +26,22 @@ class FirstClauseTextAggregator(SimpleTextAggregator):
     least ``min_words`` words ("In Lisbon,") is enough to begin speaking. A
     first sentence with no early comma leaves at its first phrase break after
     ``phrase_words`` words ("You can watch the sunset | at a miradouro."):
-    just before a preposition or conjunction, where a speaker may breathe.
+    just before a preposition, conjunction or "is", where a speaker may
+    breathe; failing that, at ``max_words``.
     The rest of the reply goes sentence by sentence.
 
     Args:
         min_words: Fewest words the first chunk may have at a clause break.
         phrase_words: Fewest words it may have at a phrase break (0: never).
+        max_words: With neither break, the first chunk leaves at this many words.
         **kwargs: Passed to ``SimpleTextAggregator``.
     """
 
-    def __init__(self, *, min_words: int = 2, phrase_words: int = 4, **kwargs):
+    def __init__(self, *, min_words: int = 2, phrase_words: int = 4, max_words: int = 9, **kwargs):
         super().__init__(**kwargs)
         self._min_words = min_words
         self._phrase_words = phrase_words
+        self._max_words = max_words
         self._first_sent = False
 
     def _phrase_break(self) -> int | None:
@@ -48,6 +52,8 @@ class FirstClauseTextAggregator(SimpleTextAggregator):
         for i, word in enumerate(words[:-1]):  # the last word may be unfinished
             if i >= self._phrase_words and word.group().lower() in PHRASE_STARTS:
                 return word.start()
+        if len(words) > self._max_words:
+            return words[self._max_words].start()  # no break in sight: don't wait for one
         return None
 
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:

@@ -65,3 +65,10 @@ async def test_no_phrase_break_before_enough_words_or_inside_a_word():
     assert await feed(FirstClauseTextAggregator(), ["Stay in Lisboa for", " a week and"]) == []
     agg = FirstClauseTextAggregator(phrase_words=0)
     assert await feed(agg, tokens("You can watch the sunset at a miradouro in")) == []
+
+
+async def test_a_long_subject_breaks_before_is_and_a_run_on_leaves_at_nine_words():
+    out = await feed(FirstClauseTextAggregator(), tokens("Watching the sunset from the castle is lovely. Go"))
+    assert out == ["Watching the sunset from the castle", "is lovely."]
+    out = await feed(FirstClauseTextAggregator(), tokens("One two three four five six seven eight nine ten eleven. Go"))
+    assert out == ["One two three four five six seven eight nine", "ten eleven."]

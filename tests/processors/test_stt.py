@@ -87,3 +87,15 @@ async def test_speech_after_the_pause_discards_the_speculation(settings, librivo
     text = await _segment(service, a, pause, b, pause)
     # The last pause's speculation covers all of it; the first one's was dropped.
     assert "disposed" in text.lower() and "amiable" in text.lower(), text
+
+
+async def test_a_blip_in_the_pause_keeps_the_speculation(settings, librivox):
+    # A plosive's release or a click: 20 ms of sound after the pause began.
+    service = LocalWhisperSTTService(model=whisper_model(None, cache_dir=settings.cvi_cache_dir))
+    path = next(p for p in librivox if p.name.endswith("0930.wav"))
+    speech, _ = soundfile.read(str(path), dtype="int16")
+    blip = (np.random.default_rng(0).normal(0, 3000, 320)).astype(np.int16)
+    # The VAD stop comes 20 ms after the blip: too soon for a second speculation.
+    text = await _segment(service, speech, np.zeros(1600, dtype=np.int16), blip, np.zeros(320, dtype=np.int16))
+    assert service.speculative_hits == 1, "the blip should not have discarded the speculation"
+    assert text
