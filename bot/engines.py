@@ -48,6 +48,11 @@ MIN_WORDS_TO_INTERRUPT = {"low": 3, "medium": 1, "high": 0}
 # The embedded llama-server yields the CPU to the bot's own threads: the
 # reply's first words must be synthesized while the LLM writes the rest.
 LLM_NICENESS = 5
+# One slot: every request finds the conversation's prompt cache there. With
+# two, a reply started early and then withdrawn could send the next request to
+# the other slot, cold, while the first still stopped (a 1–1.5 s reply). Two
+# cores decode one conversation at a time about as fast as two at once.
+LLM_SLOTS = 1
 
 
 class EngineConfigError(ValueError):
@@ -153,7 +158,11 @@ class EmbeddedModels:
             self._settings.cvi_cache_dir, explicit=self._settings.cvi_llama_server_bin
         )
         self._server = LlamaServer(
-            binary=binary, model=model, threads=self._settings.cvi_llm_threads, niceness=LLM_NICENESS
+            binary=binary,
+            model=model,
+            threads=self._settings.cvi_llm_threads,
+            parallel=LLM_SLOTS,
+            niceness=LLM_NICENESS,
         )
         await self._server.start()
         self._llm_base_url = self._server.base_url
