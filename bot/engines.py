@@ -283,6 +283,14 @@ def build_llm(
     )
 
 
+def spoken_text_transforms() -> list:
+    """What every TTS applies between the LLM and the voice: markdown removed
+    (small models sometimes answer with lists and **bold** despite the prompt)."""
+    from pipecat.utils.text.transforms import strip_markdown
+
+    return [("*", strip_markdown)]
+
+
 def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, sample_rate: int | None = None):
     """The speech-synthesis service for the persona's tts layer."""
     tts = persona.layers.tts
@@ -298,7 +306,10 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
                 f"piper allows {sorted(allowed)}"
             )
         return PiperPhonemeTTSService(
-            voice_path=models.piper_path(persona), sample_rate=sample_rate, **tts.voice_settings
+            voice_path=models.piper_path(persona),
+            sample_rate=sample_rate,
+            text_transforms=spoken_text_transforms(),
+            **tts.voice_settings,
         )
     if tts.tts_engine == "cartesia":
         from pipecat.services.cartesia.tts import CartesiaTTSService
@@ -307,6 +318,7 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
         return CartesiaTTSService(
             api_key=key,
             sample_rate=sample_rate,
+            text_transforms=spoken_text_transforms(),
             settings=CartesiaTTSService.Settings(
                 voice=tts.external_voice_id, model=tts.tts_model_name or "sonic-2"
             ),
@@ -317,6 +329,7 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
     return ElevenLabsTTSService(
         api_key=key,
         sample_rate=sample_rate,
+        text_transforms=spoken_text_transforms(),
         settings=ElevenLabsTTSService.Settings(
             voice=tts.external_voice_id,
             model=tts.tts_model_name or "eleven_flash_v2_5",

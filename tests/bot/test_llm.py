@@ -1,11 +1,13 @@
 """The embedded LLM (llama.cpp server, OpenAI protocol) answers as the persona."""
 
+import inspect
+
 import pytest
 from pipecat.frames.frames import LLMContextFrame, LLMTextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
-from bot.engines import build_llm
+from bot.engines import build_llm, spoken_text_transforms
 from personas import load_persona
 from personas.model import Layers, LLMLayer, Persona
 
@@ -27,7 +29,15 @@ async def test_ava_answers_a_lisbon_question_on_topic(settings, embedded_models)
     print(f"Ava: {reply!r}")
     assert reply
     assert any(word in reply.lower() for word in LISBON_WORDS), reply
-    assert "*" not in reply and "#" not in reply, "markdown in a spoken reply"
+    # The 0.5B model sometimes answers with a markdown list despite the
+    # prompt; what reaches the voice has none of it.
+    spoken = reply
+    for _, transform in spoken_text_transforms():
+        spoken = transform(spoken, "sentence")
+        if inspect.isawaitable(spoken):
+            spoken = await spoken
+    assert "*" not in spoken, f"markdown in a spoken reply: {spoken!r}"
+    assert not any(line.lstrip().startswith("#") for line in spoken.splitlines()), spoken
 
 
 async def test_the_openai_engine_speaks_to_any_compatible_base_url(settings, embedded_models):

@@ -8,7 +8,7 @@ from pipecat.tests.utils import run_test
 
 from processors.frames import PhonemeTimingFrame
 from processors.stt.whisper import LocalWhisperSTTService
-from processors.tts.piper import PiperPhonemeTTSService
+from processors.tts.piper import QUIET_DBFS, PiperPhonemeTTSService
 from processors.weights import piper_voice, whisper_model
 from tests.speech import word_error_rate
 
@@ -67,8 +67,10 @@ def first_and_last_sound_ms(audio: np.ndarray, rate: int, *, quiet_dbfs: float =
 async def test_speech_starts_at_once_and_a_mid_sentence_piece_runs_on(settings):
     # Piper itself leads this with ~170 ms of near-silence.
     audio, rate, timing = await synthesise(settings, "I'd love to recommend pastel de nata")
-    lead, tail = first_and_last_sound_ms(audio, rate)
+    # (A soft onset may stay between -50 and -45 dBFS for a while: it is sound, and is kept.)
+    lead, _ = first_and_last_sound_ms(audio, rate, quiet_dbfs=QUIET_DBFS)
     assert lead <= 20, f"{lead} ms of silence before the first sound"
+    _, tail = first_and_last_sound_ms(audio, rate)
     assert tail <= 90, f"{tail} ms of silence after a piece cut mid-sentence"
     # The phoneme timing lost the cut lead too: it covers the audio plus at
     # most the cut tail (it would run ~0.17 s long had it kept the lead).
