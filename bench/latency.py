@@ -127,6 +127,7 @@ async def settle(client: DevRoomClient, *, since: float, quiet_s: float = 1.5, t
 
 def mouth_probe(persona_name: str) -> Callable[[np.ndarray], np.ndarray] | None:
     """Crops the replica's mouth region (luma) out of each received frame."""
+    from bot.settings import get_settings
     from personas import load_persona
     from processors.replica.assets import load_replica
     from processors.replica.face import FaceRig
@@ -135,7 +136,9 @@ def mouth_probe(persona_name: str) -> Callable[[np.ndarray], np.ndarray] | None:
     layer = persona.layers.replica
     if layer.replica_engine != "local":
         return None
-    rig = FaceRig(load_replica(persona.replica_id), (layer.width, layer.height))
+    # The same replica the bot loads (it honours CVI_REPLICAS_DIR).
+    replica = load_replica(persona.replica_id, get_settings().cvi_replicas_dir)
+    rig = FaceRig(replica, (layer.width, layer.height))
     (mx, my), u = rig.landmarks.mouth, rig.landmarks.mouth_half_width
     x0, x1 = int(mx - 1.4 * u), int(mx + 1.4 * u)
     y0, y1 = int(my - 0.6 * u), int(my + 1.2 * u)
