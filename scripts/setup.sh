@@ -27,6 +27,7 @@ APT_PACKAGES=(
   pocketsphinx-testdata alsa-utils               # real read speech for STT tests
   chromium fonts-liberation                      # browser tests
   ffmpeg sox espeak-ng libsndfile1               # audio tools and libraries
+  flite festival festvox-us-slt-hts             # more test voices (multi-sentence turn tests)
 )
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
