@@ -1,7 +1,8 @@
 """The one entry point.
 
     python run.py [--host H] [--port P] [--persona NAME]      local dev room (default)
-    python run.py --room-url URL [--token T] [--persona NAME]   join a Daily room
+    python run.py --room-url URL [--persona NAME]               join a Daily room (token: DAILY_TOKEN)
+    python run.py --create-room [--persona NAME]                create a Daily room (DAILY_API_KEY) and join it
     python run.py talk --wav IN.wav --out OUT.wav|OUT.mp4 [--persona NAME] [--json]
     python run.py personas                                      list personas and engines
     python run.py replica create --image FACE.jpg --name NAME   a replica from a photo
@@ -40,7 +41,24 @@ def _main_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=7860, help="dev room port (default: 7860)")
     parser.add_argument("--persona", default="ava", help="persona module in personas/ (default: ava)")
     parser.add_argument("--room-url", help="join this Daily room instead of serving the dev room")
-    parser.add_argument("--token", help="Daily meeting token for --room-url")
+    parser.add_argument(
+        "--token", help="Daily meeting token for --room-url (prefer DAILY_TOKEN in the environment: `ps` shows arguments)"
+    )
+    parser.add_argument(
+        "--create-room", action="store_true",
+        help="create a Daily room and a meeting token (1 h) with DAILY_API_KEY, print its URL and join it",
+    )
+    parser.add_argument(
+        "--participant-left-timeout", type=float, default=None, metavar="S",
+        help="Daily: end S seconds after the last person leaves (default 0)",
+    )
+    parser.add_argument(
+        "--participant-absent-timeout", type=float, default=None, metavar="S",
+        help="Daily: end if nobody joins within S seconds (default 300)",
+    )
+    parser.add_argument(
+        "--max-call-duration", type=float, default=None, metavar="S", help="Daily: end after S seconds (default 3600)"
+    )
     return parser
 
 
@@ -153,10 +171,34 @@ def cmd_dev_room(args, settings) -> int:
 
 
 def cmd_daily(args, settings) -> int:
-    from bot.rooms import run_daily_room, validate_room_url
+    from bot.daily import RoomTimeouts, create_room, run_daily_room
+    from bot.rooms import validate_room_url
 
-    room_url = validate_room_url(args.room_url)
-    asyncio.run(run_daily_room(settings, room_url=room_url, token=args.token, persona_name=args.persona))
+    timeouts = RoomTimeouts(
+        **{
+            name: value
+            for name, value in (
+                ("participant_left_timeout", args.participant_left_timeout),
+                ("participant_absent_timeout", args.participant_absent_timeout),
+                ("max_call_duration", args.max_call_duration),
+            )
+            if value is not None
+        }
+    )
+    for name, value in vars(timeouts).items():
+        if value < 0:
+            raise CliError(f"--{name.replace('_', '-')} {value:g}: must be 0 or more seconds")
+    if args.create_room:
+        if args.room_url is not None:
+            raise CliError("--create-room makes its own room; leave out --room-url")
+        room_url, token = asyncio.run(create_room(settings))
+        print(f"Daily room: {room_url} (share it; it expires in 1 h)", flush=True)
+    else:
+        room_url = validate_room_url(args.room_url)
+        token = args.token or (settings.daily_token.get_secret_value() if settings.daily_token else None)
+    asyncio.run(
+        run_daily_room(settings, room_url=room_url, token=token, persona_name=args.persona, timeouts=timeouts)
+    )
     return 0
 
 
@@ -167,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     _configure_logging(settings.cvi_log_level)
     # Errors a user can fix: one clear line, no traceback.
-    from bot.engines import EngineConfigError
+    from bot.daily import DailyJoinError
+    from bot.engines import EngineConfigError, TavusRejectedError
     from bot.rooms import RoomUrlError
     from bot.settings import MissingKeyError
     from bot.talk import TalkInputError
@@ -177,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     user_errors = (
         CliError, EngineConfigError, RoomUrlError, MissingKeyError, TalkInputError,
-        PersonaNotFoundError, LlamaServerError, WeightsError, TimeoutError,
+        PersonaNotFoundError, LlamaServerError, WeightsError, TimeoutError, DailyJoinError, TavusRejectedError,
     )
     try:
         from processors.replica.assets import ReplicaCreationError
@@ -194,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_talk(_talk_parser().parse_args(rest), settings)
             return cmd_replica(_replica_parser().parse_args(rest), settings)
         args = _main_parser().parse_args(argv)
-        if args.room_url is not None:
+        if args.room_url is not None or args.create_room:
             return cmd_daily(args, settings)
         if args.token is not None:
             raise CliError("--token needs --room-url")

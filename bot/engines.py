@@ -383,13 +383,45 @@ def build_user_params(persona: Persona) -> LLMUserAggregatorParams:
     )
 
 
+class TavusRejectedError(RuntimeError):
+    """Tavus rejected the key or the replica at start-up; the message names which."""
+
+
+async def validate_tavus(persona: Persona, settings: Settings, *, timeout_s: float = 10.0) -> None:
+    """Ask the Tavus API (``TAVUS_API_BASE_URL``) whether the key and the replica are good.
+
+    Raises:
+        TavusRejectedError: the key or the replica was rejected, or Tavus could not be reached.
+    """
+    key = settings.require_key("TAVUS_API_KEY", persona=persona.persona_name, needed_by="replica=tavus")
+    base = settings.tavus_api_base_url.rstrip("/")
+    url = f"{base}/v2/replicas/{persona.replica_id}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+            async with session.get(url, headers={"x-api-key": key}) as response:
+                status = response.status
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        raise TavusRejectedError(f"Tavus API at {base} could not be reached ({type(e).__name__}); check TAVUS_API_BASE_URL") from e
+    if status in (401, 403):
+        raise TavusRejectedError(f"TAVUS_API_KEY was rejected by the Tavus API at {base} (HTTP {status}); set a valid key in .env")
+    if status in (400, 404):
+        raise TavusRejectedError(
+            f"Tavus replica {persona.replica_id!r} (persona {persona.persona_name!r}, layers.replica.replica_id) "
+            f"was not found by the Tavus API at {base} (HTTP {status})"
+        )
+    if status >= 300:
+        raise TavusRejectedError(f"Tavus API at {base} answered HTTP {status} for replica {persona.replica_id!r}")
+
+
 def build_tavus_video(persona: Persona, settings: Settings, session: aiohttp.ClientSession):
-    """Tavus renders the face: pipecat's Tavus video service."""
-    from pipecat.services.tavus.video import TavusVideoService
+    """Tavus renders the face; its conversation opens when someone joins (``open_conversation()``)."""
+    from processors.replica.tavus import OnDemandTavusVideoService
 
     key = settings.require_key("TAVUS_API_KEY", persona=persona.persona_name, needed_by="replica=tavus")
     replica_id = persona.replica_id
     if not replica_id:
         raise EngineConfigError(f"persona {persona.persona_name!r}: a Tavus replica_id is required")
     logger.debug(f"Tavus replica {replica_id} for persona {persona.persona_name!r}")
-    return TavusVideoService(api_key=key, replica_id=replica_id, session=session)
+    return OnDemandTavusVideoService(
+        api_key=key, replica_id=replica_id, session=session, api_base_url=settings.tavus_api_base_url
+    )

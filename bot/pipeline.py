@@ -45,6 +45,12 @@ from bot.interactions import (
 from bot.settings import Settings
 from personas.model import Persona
 
+# What a client may send when the persona's pipeline_mode is "echo".
+ECHO_MODE_EVENTS = ("conversation.echo", "conversation.interrupt")
+
+# The rate at which Tavus sends its replica's video.
+TAVUS_FPS = 30
+
 AUDIO_IN_SAMPLE_RATE = 16000
 AUDIO_OUT_SAMPLE_RATE = 24000
 
@@ -72,7 +78,8 @@ def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[s
     """Media settings every transport shares for this persona (TransportParams fields)."""
     replica = persona.layers.replica
     params: dict[str, Any] = {
-        "audio_in_enabled": True,
+        # Echo mode listens to nobody: it speaks what conversation.echo sends.
+        "audio_in_enabled": persona.pipeline_mode != "echo",
         "audio_in_sample_rate": AUDIO_IN_SAMPLE_RATE,
         "audio_out_enabled": True,
         "audio_out_sample_rate": AUDIO_OUT_SAMPLE_RATE,
@@ -86,8 +93,9 @@ def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[s
             video_out_framerate=replica.fps,
         )
     if replica.replica_engine == "tavus":
-        # Tavus paces its own audio and video; let them through as they come.
-        params.update(video_out_width=1280, video_out_height=720, audio_out_auto_silence=False)
+        # Tavus sends the replica's video at its own rate: the output paces at
+        # that rate (scaling to the persona's size) and plays its audio as it comes.
+        params.update(video_out_framerate=TAVUS_FPS, audio_out_auto_silence=False)
     if video_in:
         from pipecat.transports.base_transport import VideoInSourceParams
 
@@ -145,6 +153,8 @@ class ConversationBot:
         self.worker: PipelineWorker | None = None
         self.observer: TurnObserver | None = None
         self.processors: list[FrameProcessor] = []
+        self.tavus: FrameProcessor | None = None
+        self.shutdown_reason: str | None = None
 
     @property
     def turns(self) -> list[TurnTimings]:
@@ -158,8 +168,15 @@ class ConversationBot:
     async def handle_client_message(self, message: Any) -> None:
         """Carry out one client -> replica app message; bad ones are logged, not fatal."""
         conversation = self.conversation
+        event_type = message.get("event_type") if isinstance(message, dict) else None
+        if conversation.persona.pipeline_mode == "echo" and event_type not in ECHO_MODE_EVENTS:
+            logger.warning(
+                f"{self}: ignored client message {event_type!r}: pipeline_mode='echo' takes only "
+                f"{', '.join(ECHO_MODE_EVENTS)}"
+            )
+            return
         try:
-            if isinstance(message, dict) and message.get("event_type") in CONTEXT_EVENTS:
+            if event_type in CONTEXT_EVENTS:
                 conversation.conversational_context = updated_context(message, conversation.conversational_context)
                 frames = [system_instruction_frame(conversation.persona.full_system_prompt(conversation.conversational_context))]
             else:
@@ -174,23 +191,30 @@ class ConversationBot:
         """Assemble the pipeline and its worker (does not run it)."""
         persona = self.conversation.persona
         layers = persona.layers
-        stt = build_stt(persona, self._settings, self._models)
-        system = persona.full_system_prompt(self.conversation.conversational_context)
-        llm = build_llm(persona, self._settings, self._models, system_instruction=system)
         tts = build_tts(persona, self._settings, self._models)
-        context = LLMContext()
-        aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
-
-        spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user
-        processors: list[FrameProcessor] = [self._transport.input(), stt, aggregators.user(), llm, spoken, tts]
+        aggregators = None
+        if persona.pipeline_mode == "echo":
+            # The replica speaks only what conversation.echo sends: no STT, no LLM.
+            processors: list[FrameProcessor] = [self._transport.input(), tts]
+        else:
+            stt = build_stt(persona, self._settings, self._models)
+            system = persona.full_system_prompt(self.conversation.conversational_context)
+            llm = build_llm(persona, self._settings, self._models, system_instruction=system)
+            context = LLMContext()
+            aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
+            spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user
+            processors = [self._transport.input(), stt, aggregators.user(), llm, spoken, tts]
         if layers.replica.replica_engine == "tavus":
             self._session = aiohttp.ClientSession()
-            processors.append(build_tavus_video(persona, self._settings, self._session))
+            self.tavus = build_tavus_video(persona, self._settings, self._session)
+            processors.append(self.tavus)
         elif self._render_video:
             renderer = build_replica(persona, self._settings)
             if renderer is not None:
                 processors.append(renderer)
-        processors += [self._transport.output(), aggregators.assistant()]
+        processors.append(self._transport.output())
+        if aggregators is not None:
+            processors.append(aggregators.assistant())
         self.processors = processors
 
         self.observer = TurnObserver(
@@ -217,6 +241,8 @@ class ConversationBot:
         if self.worker is None:
             return
         greeting = self.conversation.greeting
+        if self.conversation.persona.pipeline_mode == "echo":
+            return  # in echo mode the replica says only what the client sends
         if greeting:
             await self.worker.queue_frame(TTSSpeakFrame(greeting, append_to_context=True))
 
@@ -234,10 +260,18 @@ class ConversationBot:
                 await self._session.close()
                 self._session = None
 
-    async def stop(self) -> None:
-        """End the call now."""
+    async def open_remote_sessions(self) -> None:
+        """Start the paid remote parts (the Tavus conversation) once someone is there to see them."""
+        if self.tavus is not None:
+            await self.tavus.open_conversation()
+
+    async def stop(self, reason: str = "stopped") -> None:
+        """End the call now; the first reason given is the one recorded."""
+        if self.shutdown_reason is None:
+            self.shutdown_reason = reason
+            logger.info(f"{self}: ending: {reason}")
         if self.worker is not None:
-            await self.worker.cancel(reason="stopped")
+            await self.worker.cancel(reason=reason)
 
     async def respond(self) -> None:
         """Ask the LLM for a reply to the context as it stands."""

@@ -1,4 +1,4 @@
-"""Where a bot meets people: the local dev room, or a Daily room by URL."""
+"""Where a bot meets people: the local dev room (Daily rooms: ``bot/daily.py``)."""
 
 import re
 import time
@@ -140,29 +140,4 @@ def create_dev_room(
     return app
 
 
-def build_daily_transport(persona, *, room_url: str, token: str | None):
-    """A Daily transport for this persona's media (the bot joins when the pipeline starts)."""
-    from pipecat.transports.daily.transport import DailyParams, DailyTransport
-
-    params = transport_media_params(persona, video_in=False)
-    return DailyTransport(room_url, token, persona.persona_name, DailyParams(**params))
-
-
-async def run_daily_room(settings: Settings, *, room_url: str, token: str | None, persona_name: str) -> None:
-    """Join a Daily room as a participant and talk until everyone leaves."""
-    persona = load_persona(persona_name)
-    check_persona(persona, settings, name=persona_name)
-    models = EmbeddedModels(settings)
-    try:
-        await models.prepare(persona)
-        await run_conversation(
-            build_daily_transport(persona, room_url=room_url, token=token),
-            persona=persona,
-            persona_name=persona_name,
-            settings=settings,
-            models=models,
-            connected_event="on_first_participant_joined",
-            disconnected_event="on_participant_left",
-        )
-    finally:
-        await models.close()
+# Daily rooms: see bot/daily.py.

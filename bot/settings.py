@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     elevenlabs_api_key: SecretStr | None = None
     tavus_api_key: SecretStr | None = None
     daily_api_key: SecretStr | None = None
+    # A meeting token for --room-url (kept off the command line, where `ps` shows it).
+    daily_token: SecretStr | None = None
+    daily_api_url: str = "https://api.daily.co/v1"
+    # The Tavus API (``/v2/...`` is appended): the hosted one, or a compatible server.
+    tavus_api_base_url: str = "https://tavusapi.com"
 
     # Embedded stack.
     cvi_cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "open-cvi")

@@ -16,6 +16,6 @@ PERSONA = Persona(
             external_voice_id="21m00Tcm4TlvDq8ikWAM",
             tts_model_name="eleven_flash_v2_5",
         ),
-        replica=ReplicaLayer(replica_engine="tavus", replica_id="r79e1c033f"),
+        replica=ReplicaLayer(replica_engine="tavus", replica_id="r79e1c033f", width=1280, height=720),
     ),
 )

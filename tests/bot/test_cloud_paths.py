@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from bot.engines import EmbeddedModels
 from bot.pipeline import Conversation, ConversationBot
-from bot.rooms import build_daily_transport
+from bot.daily import build_daily_transport
 from bot.settings import Settings
 from personas import load_persona
 
@@ -62,6 +62,8 @@ def test_daily_transport_carries_the_personas_media():
     assert params.video_out_enabled and params.video_out_is_live
     assert (params.video_out_width, params.video_out_height, params.video_out_framerate) == (512, 512, 25)
     assert params.audio_in_sample_rate == 16000
+    # The room's mixed audio, one stream: never per-participant tracks interleaved into one STT.
+    assert params.audio_in_user_tracks is False
 
 
 async def test_tavus_persona_puts_tavus_video_in_the_pipeline():
@@ -101,7 +103,9 @@ def test_tavus_transport_settings():
     from bot.pipeline import transport_media_params
 
     params = transport_media_params(load_persona("tavus_demo"))
+    # The persona's size; Tavus's own rate (30 fps), not the persona's default 25.
     assert (params["video_out_width"], params["video_out_height"]) == (1280, 720)
+    assert params["video_out_framerate"] == 30
     assert params["video_out_is_live"] and params["audio_out_auto_silence"] is False
 
 

@@ -1,0 +1,234 @@
+"""A bot in a Daily room, through our wiring and pipecat's real DailyTransport.
+
+daily-python's ``CallClient`` is faked at the network seam (``fake_daily.py``);
+the pipeline is the real one for an echo persona (piper speaks what
+``conversation.echo`` sends), so "the bot answers" is seen where a person would
+see it: the bot's speaking events arrive in the room.
+"""
+
+import asyncio
+import time
+
+import pytest
+
+from bot.daily import DailyJoinError, RoomTimeouts, build_daily_transport, join_error_cause, run_daily_bot
+from bot.engines import EmbeddedModels
+from bot.pipeline import Conversation, ConversationBot
+from personas.model import Layers, Persona, ReplicaLayer, TTSLayer
+from tests.bot.fake_daily import FakeDaily, install
+
+pytestmark = pytest.mark.integration
+
+ROOM = "https://acme.daily.co/standup"
+ECHO = Persona(
+    persona_name="Echo test",
+    system_prompt="unused in echo mode",
+    custom_greeting="Hello there.",
+    pipeline_mode="echo",
+    layers=Layers(tts=TTSLayer(tts_engine="piper"), replica=ReplicaLayer(replica_engine="off")),
+)
+
+
+def echo(text: str) -> dict:
+    return {"message_type": "conversation", "event_type": "conversation.echo", "properties": {"text": text}}
+
+
+@pytest.fixture
+def daily(monkeypatch) -> FakeDaily:
+    return install(monkeypatch)
+
+
+class Call:
+    """One bot run in the background: its task, the fake client, the bot."""
+
+    def __init__(self, bot: ConversationBot, task: asyncio.Task, backend: FakeDaily):
+        self.bot, self.task, self.backend = bot, task, backend
+
+    @property
+    def client(self):
+        return self.backend.client(ROOM)
+
+    async def joined(self, timeout_s: float = 20) -> None:
+        await until(lambda: self.backend.in_room(ROOM) and self.client.joined, timeout_s)
+        await asyncio.sleep(0.2)  # the transport starts handling events after its join
+
+    async def ended(self, timeout_s: float = 10) -> str:
+        return await asyncio.wait_for(self.task, timeout_s)
+
+
+async def until(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not met within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def start_call(daily, settings):
+    models = EmbeddedModels(settings)
+    calls: list[Call] = []
+
+    async def start(persona: Persona = ECHO, **timeouts) -> Call:
+        transport = build_daily_transport(persona, room_url=ROOM, token="tok")
+        bot = ConversationBot(
+            conversation=Conversation(persona=persona, persona_name="echo_test"),
+            transport=transport, settings=settings, models=models,
+        )
+        await bot.build()
+        task = asyncio.create_task(
+            run_daily_bot(transport, bot, room_url=ROOM, timeouts=RoomTimeouts(**timeouts), handle_signals=False)
+        )
+        call = Call(bot, task, daily)
+        calls.append(call)
+        return call
+
+    yield start
+    for call in calls:
+        if not call.task.done():
+            await call.bot.stop("test over")
+            await asyncio.wait_for(call.task, 10)
+
+
+async def test_two_join_one_leaves_the_bot_stays_and_answers_the_other(start_call):
+    call = await start_call(participant_left_timeout=0)
+    await call.joined()
+    client = call.client
+    await client.person_joins("alice", "Alice")
+    await client.person_joins("bob", "Bob")
+    await client.person_leaves("bob")
+    await asyncio.sleep(0.5)
+    assert not call.task.done(), "Bob leaving must not end the call for Alice"
+    assert not client.left
+    spoken_before = client.events_sent().count("conversation.replica.started_speaking")
+    await client.app_message(echo("Still here, Alice."), sender="alice")
+    await until(lambda: client.events_sent().count("conversation.replica.started_speaking") > spoken_before, 20)
+    assert call.bot.shutdown_reason is None
+
+
+async def test_the_last_to_leave_ends_the_call_after_the_timeout(start_call):
+    call = await start_call(participant_left_timeout=0.5)
+    await call.joined()
+    await call.client.person_joins("alice", "Alice")
+    await call.client.person_leaves("alice")
+    await asyncio.sleep(0.2)
+    assert not call.task.done(), "participant_left_timeout gives the room 0.5 s"
+    reason = await call.ended()
+    assert reason == "participant_left_timeout reached"
+    assert call.client.left and call.client.released
+
+
+async def test_someone_coming_back_within_the_timeout_keeps_the_call(start_call):
+    call = await start_call(participant_left_timeout=0.6)
+    await call.joined()
+    await call.client.person_joins("alice", "Alice")
+    await call.client.person_leaves("alice")
+    await call.client.person_joins("alice2", "Alice")
+    await asyncio.sleep(1.0)
+    assert not call.task.done()
+
+
+async def test_greets_once_on_the_first_person(start_call):
+    call = await start_call()
+    await call.joined()
+    greets = []
+    original = call.bot.greet
+
+    async def counting_greet():
+        greets.append(1)
+        await original()
+
+    call.bot.greet = counting_greet
+    await call.client.person_joins("alice", "Alice")
+    await call.client.person_joins("bob", "Bob")
+    await asyncio.sleep(0.3)
+    assert greets == [1]
+
+
+async def test_a_refused_join_ends_in_seconds_naming_the_cause(start_call, daily):
+    daily.refuse[ROOM] = "meeting token has expired"
+    call = await start_call()
+    started = time.monotonic()
+    with pytest.raises(DailyJoinError) as err:
+        await call.ended(timeout_s=10)
+    assert time.monotonic() - started < 5
+    assert "token expired" in str(err.value) and ROOM in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        ("meeting token has expired", "token expired"),
+        ("The meeting you're trying to join does not exist.", "room not found"),
+        ("network connection failed", "network"),
+        ("token is invalid", "token rejected"),
+    ],
+)
+def test_join_error_causes(error, cause):
+    assert join_error_cause(error) == cause
+
+
+async def test_ejection_or_meeting_end_ends_the_bot(start_call):
+    call = await start_call()
+    await call.joined()
+    await call.client.person_joins("alice", "Alice")
+    await call.client.call_ends()
+    reason = await call.ended()
+    assert "ended under the bot" in reason
+
+
+async def test_an_empty_room_ends_after_the_absent_timeout(start_call):
+    call = await start_call(participant_absent_timeout=0.8)
+    await call.joined()
+    started = time.monotonic()
+    reason = await call.ended()
+    assert reason == "participant_absent_timeout reached"
+    assert 0.4 < time.monotonic() - started < 5
+    assert call.client.left
+
+
+async def test_a_bot_in_the_room_does_not_keep_it_alive(start_call):
+    call = await start_call(participant_absent_timeout=0.8)
+    await call.joined()
+    await call.client.person_joins("other-agent", "Agent", bot=True)
+    assert await call.ended() == "participant_absent_timeout reached"
+
+
+async def test_max_call_duration_ends_the_call(start_call):
+    call = await start_call(max_call_duration=0.8)
+    await call.joined()
+    await call.client.person_joins("alice", "Alice")
+    assert await call.ended() == "max_call_duration reached"
+
+
+async def test_app_messages_only_from_the_people_it_serves(start_call):
+    call = await start_call()
+    await call.joined()
+    client = call.client
+    await client.person_joins("alice", "Alice")
+    await client.person_joins("agent", "Agent", bot=True)
+    handled = []
+    original = call.bot.handle_client_message
+
+    async def recording(message):
+        handled.append(message)
+        await original(message)
+
+    call.bot.handle_client_message = recording
+    await client.app_message(echo("say something rude"), sender="agent")
+    await client.app_message(echo("say something rude"), sender="stranger")
+    await asyncio.sleep(1.0)
+    assert handled == []
+    assert "conversation.replica.started_speaking" not in client.events_sent()
+    await client.app_message(echo("Hi Alice."), sender="alice")
+    await until(lambda: "conversation.replica.started_speaking" in client.events_sent(), 20)
+    assert len(handled) == 1
+
+
+async def test_stop_leaves_the_room(start_call):
+    call = await start_call()
+    await call.joined()
+    await call.client.person_joins("alice", "Alice")
+    await call.bot.stop("SIGTERM received")
+    assert await call.ended() == "SIGTERM received"
+    assert call.client.left
