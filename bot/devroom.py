@@ -9,7 +9,20 @@ endpoints the page and :class:`bot.devroom_client.DevRoomClient` speak:
   a known one renegotiates that peer.
 - ``PATCH /api/offer``: ``{pc_id, candidates: [{candidate, sdp_mid, sdp_mline_index}]}``
   adds ICE candidates trickled by the browser.
+- ``POST /api/leave``: ``{pc_id}`` (any content type, so the page's
+  ``navigator.sendBeacon`` on ``pagehide`` can send it): the peer is gone; its
+  bot ends now. 404 for an unknown ``pc_id``.
+- ``GET /api/peers``: the peers whose bots are running, and the latest
+  departures (why each peer was found gone, and how long its bot took to end).
 - ``GET /api/health``: ``{"status": "ok"}``.
+
+A peer that goes away ends its bot at the first sign of it (see
+:class:`PeerWatch`): the page's ``pagehide`` beacon, the data channel
+closing, the ICE or peer connection failing or closing, or, when the peer
+vanishes without a word (a crashed browser, a lost network), no ping and no
+microphone packet for ``peer_silence_timeout_s``. The dev room only reports
+the departure by closing the peer connection; the bot's own transport handler
+(``on_client_disconnected``) ends the conversation, as for a clean leave.
 
 No STUN or TURN servers are used: the dev room is for peers on this machine
 or its LAN, and it must connect on a machine whose only interface is
@@ -33,22 +46,31 @@ client both do it):
   logged), so peers send ``{"type": <event_type>, "message_type":
   "conversation", "event_type": ..., "properties": {...}}``; the pipeline
   gets the whole dict as ``InputTransportMessageFrame.message``.
+- Camera: a peer sends none until the bot asks for it. The bot asks with
+  :func:`camera_request` (an app message, ``{"type": "devroom.camera",
+  "send": true, "framerate", "width", "height"}``; ``"send": false`` stops
+  it), and the page then sends its camera at that rate and size. A bot whose
+  layers look at no video never asks, so it decodes no camera frame.
 """
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import aioice.ice
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bot.jitter_buffers import shorten_audio_jitter_buffers
-from pydantic import BaseModel, Field, field_validator
 
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.request_handler import (
@@ -60,6 +82,15 @@ from pipecat.transports.smallwebrtc.request_handler import (
 
 STATIC_DIR = Path(__file__).parent / "static"
 LOOPBACK_IPV4 = "127.0.0.1"
+# A peer silent this long (no ping, no microphone packet; the page pings every
+# second) has vanished: a crashed browser or a lost network.
+PEER_SILENCE_TIMEOUT_S = 4.0
+# A new peer never heard from in this long (it sent an offer, then nothing).
+PEER_FIRST_SIGN_TIMEOUT_S = 30.0
+# How long a bot may take to end after its peer left before it is cancelled.
+BOT_END_TIMEOUT_S = 3.0
+DEPARTURES_KEPT = 50
+CAMERA_REQUEST_TYPE = "devroom.camera"
 
 OnConnection = Callable[[SmallWebRTCConnection], Awaitable[None]]
 
@@ -145,6 +176,181 @@ class HealthPublic(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class PeerLeave(BaseModel):
+    """The body of ``POST /api/leave``: the page is going away."""
+
+    pc_id: str = Field(min_length=1)
+
+
+class PeerPublic(BaseModel):
+    """A peer whose bot is running."""
+
+    pc_id: str
+    joined_s_ago: float
+
+
+class DeparturePublic(BaseModel):
+    """How a peer was found gone, and how long its bot took to end after that."""
+
+    pc_id: str
+    reason: str
+    bot_ended_after_s: float | None = Field(
+        description="seconds from the first sign of the departure to the bot's end; null while it is ending"
+    )
+
+
+class PeersPublic(BaseModel):
+    """The body of ``GET /api/peers``."""
+
+    peers: list[PeerPublic]
+    departures: list[DeparturePublic]
+
+
+def camera_request(
+    *, send: bool = True, framerate: float | None = None, width: int | None = None, height: int | None = None
+) -> dict[str, Any]:
+    """The app message that asks a dev room peer to send its camera (or to stop).
+
+    Send it with ``connection.send_app_message(...)`` (pipecat queues it until
+    the data channel opens). ``framerate``, ``width`` and ``height`` are what
+    the layer that looks at the camera wants; ``None`` leaves the camera's own.
+    """
+    message: dict[str, Any] = {"type": CAMERA_REQUEST_TYPE, "send": send}
+    if send:
+        message.update(framerate=framerate, width=width, height=height)
+    return message
+
+
+class PeerWatch:
+    """Watches one peer connection for the first sign that the peer is gone.
+
+    Signs, whichever comes first: the data channel closes, the ICE transport
+    or the peer connection fails or closes, or the peer is silent (no data
+    channel message and no microphone packet) for ``silence_timeout_s`` after
+    it has been heard once, or is never heard within ``first_sign_timeout_s``.
+    Calls ``on_gone(reason)`` once.
+
+    Args:
+        connection: The peer's connection.
+        on_gone: Called once with a short reason.
+        silence_timeout_s: Silence that means the peer vanished (the page and
+            :class:`bot.devroom_client.DevRoomClient` ping every second).
+        first_sign_timeout_s: How long a new peer may take to be heard at all.
+        interval_s: How often the silence is checked.
+    """
+
+    def __init__(
+        self,
+        connection: SmallWebRTCConnection,
+        *,
+        on_gone: Callable[[str], Awaitable[None]],
+        silence_timeout_s: float = PEER_SILENCE_TIMEOUT_S,
+        first_sign_timeout_s: float = PEER_FIRST_SIGN_TIMEOUT_S,
+        interval_s: float = 0.25,
+    ):
+        self._connection = connection
+        self._on_gone = on_gone
+        self._silence_timeout_s = silence_timeout_s
+        self._first_sign_timeout_s = first_sign_timeout_s
+        self._interval_s = interval_s
+        self._pc: Any = None
+        self._started_at = time.monotonic()
+        self._heard_at: float | None = None
+        self._audio_packets = 0
+        self._gone = False
+        self._task: asyncio.Task[None] | None = None
+        self._gone_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Listen to the connection and start checking for silence."""
+        self._attach(self._connection.pc)
+        self._task = asyncio.create_task(self._check_silence(), name=f"devroom-watch-{self._connection.pc_id}")
+
+    async def stop(self) -> None:
+        """Stop watching (the bot has ended)."""
+        self._gone = True
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    def _attach(self, pc: Any) -> None:
+        self._pc = pc
+
+        @pc.on("connectionstatechange")
+        def on_connection_state() -> None:
+            if pc is self._pc and pc.connectionState in ("failed", "closed"):
+                self._notice(f"peer connection {pc.connectionState}")
+
+        @pc.on("iceconnectionstatechange")
+        def on_ice_state() -> None:
+            if pc is self._pc and pc.iceConnectionState in ("failed", "closed"):
+                self._notice(f"ICE {pc.iceConnectionState}")
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            self._heard()
+
+            @channel.on("message")
+            def on_message(_message: Any) -> None:
+                self._heard()
+
+            @channel.on("close")
+            def on_close() -> None:
+                if pc is self._pc:
+                    self._notice("data channel closed")
+
+    def _heard(self) -> None:
+        self._heard_at = time.monotonic()
+
+    def _notice(self, reason: str) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        self._gone_task = asyncio.create_task(self._on_gone(reason))
+
+    async def _microphone_packets(self) -> int:
+        transceivers = self._pc.getTransceivers()
+        if not transceivers:
+            return 0
+        report = await transceivers[0].receiver.getStats()
+        return sum(getattr(s, "packetsReceived", 0) for s in report.values() if s.type == "inbound-rtp")
+
+    async def _check_silence(self) -> None:
+        last_tick = time.monotonic()
+        while not self._gone:
+            await asyncio.sleep(self._interval_s)
+            now = time.monotonic()
+            stalled = now - last_tick > self._interval_s + 1.0
+            last_tick = now
+            if self._connection.pc is not self._pc:
+                # pipecat replaced the peer connection (a renegotiation with restart_pc).
+                self._attach(self._connection.pc)
+            packets = await self._microphone_packets()
+            if packets != self._audio_packets:
+                self._audio_packets = packets
+                self._heard()
+            if stalled and self._heard_at is not None:
+                # This loop was blocked: what the peer sent meanwhile is not read yet.
+                self._heard_at = max(self._heard_at, now - self._interval_s)
+            if self._heard_at is None:
+                if now - self._started_at > self._first_sign_timeout_s:
+                    self._notice(f"never heard from in {self._first_sign_timeout_s:.0f} s")
+            elif now - self._heard_at > self._silence_timeout_s:
+                self._notice(f"silent for {now - self._heard_at:.1f} s")
+
+
+@dataclass
+class _Peer:
+    connection: SmallWebRTCConnection
+    task: asyncio.Task[None]
+    watch: PeerWatch
+    joined_at: float = field(default_factory=time.monotonic)
+    gone_at: float | None = None
+    reason: str | None = None
+
+
 class DevRoom:
     """The dev room's running state: peers and one background task per peer.
 
@@ -155,6 +361,10 @@ class DevRoom:
             background task, so the offer's answer never waits for it.
         shutdown_timeout_s: On shutdown, how long the bots get to finish after
             their peers are disconnected before their tasks are cancelled.
+        peer_silence_timeout_s: How long a peer may send nothing (no ping, no
+            microphone packet) before it counts as gone; see :class:`PeerWatch`.
+        bot_end_timeout_s: How long a bot gets to end after its peer is found
+            gone before its task is cancelled.
     """
 
     def __init__(
@@ -163,17 +373,37 @@ class DevRoom:
         on_connection: OnConnection,
         shutdown_timeout_s: float = 5.0,
         audio_jitter_prefetch: int | None = None,
+        peer_silence_timeout_s: float = PEER_SILENCE_TIMEOUT_S,
+        bot_end_timeout_s: float = BOT_END_TIMEOUT_S,
     ):
         self._on_connection = on_connection
         self._shutdown_timeout_s = shutdown_timeout_s
         self._audio_jitter_prefetch = audio_jitter_prefetch
+        self._peer_silence_timeout_s = peer_silence_timeout_s
+        self._bot_end_timeout_s = bot_end_timeout_s
         self._handler = SmallWebRTCRequestHandler(ice_servers=[])
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._peers: dict[str, _Peer] = {}
+        self._departures: deque[DeparturePublic] = deque(maxlen=DEPARTURES_KEPT)
+        self._closing = False
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def tasks(self) -> frozenset[asyncio.Task[None]]:
         """The bot tasks still running, one per connected peer."""
-        return frozenset(self._tasks)
+        return frozenset(peer.task for peer in self._peers.values())
+
+    @property
+    def departures(self) -> list[DeparturePublic]:
+        """The latest peers found gone, oldest first."""
+        return list(self._departures)
+
+    def peers(self) -> PeersPublic:
+        """The running peers and the latest departures."""
+        now = time.monotonic()
+        return PeersPublic(
+            peers=[PeerPublic(pc_id=pc_id, joined_s_ago=round(now - p.joined_at, 3)) for pc_id, p in self._peers.items()],
+            departures=self.departures,
+        )
 
     async def handle_offer(self, offer: WebRTCOffer) -> WebRTCAnswer:
         """Answer an offer: a new peer (starts a bot) or a known one (renegotiates)."""
@@ -208,33 +438,95 @@ class DevRoom:
         )
         await self._handler.handle_patch_request(request)
 
+    async def handle_leave(self, leave: PeerLeave) -> None:
+        """The page says it is going away: end its bot now; 404 for an unknown ``pc_id``."""
+        if leave.pc_id not in self._peers:
+            known = ", ".join(self._peers) or "none"
+            raise HTTPException(status_code=404, detail=f"pc_id {leave.pc_id!r} not found; running peers: {known}")
+        await self._peer_gone(leave.pc_id, "pagehide beacon")
+
     async def _start_bot(self, connection: SmallWebRTCConnection) -> None:
         if self._audio_jitter_prefetch is not None:
             shorten_audio_jitter_buffers(connection.pc, prefetch=self._audio_jitter_prefetch)
-        task = asyncio.create_task(
-            self._run_bot(connection), name=f"devroom-bot-{connection.pc_id}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        pc_id = connection.pc_id
+
+        async def on_gone(reason: str) -> None:
+            await self._peer_gone(pc_id, reason)
+
+        watch = PeerWatch(connection, on_gone=on_gone, silence_timeout_s=self._peer_silence_timeout_s)
+        task = asyncio.create_task(self._run_bot(connection), name=f"devroom-bot-{pc_id}")
+        self._peers[pc_id] = _Peer(connection=connection, task=task, watch=watch)
+        watch.start()
 
     async def _run_bot(self, connection: SmallWebRTCConnection) -> None:
-        logger.info(f"devroom: peer {connection.pc_id} joined")
+        pc_id = connection.pc_id
+        logger.info(f"devroom: peer {pc_id} joined")
         try:
             await self._on_connection(connection)
         except asyncio.CancelledError:
-            logger.info(f"devroom: bot for peer {connection.pc_id} cancelled")
+            logger.info(f"devroom: bot for peer {pc_id} cancelled")
             raise
         except Exception:
-            logger.exception(f"devroom: bot for peer {connection.pc_id} failed")
+            logger.exception(f"devroom: bot for peer {pc_id} failed")
         finally:
-            logger.info(f"devroom: bot for peer {connection.pc_id} finished")
+            peer = self._peers.pop(pc_id, None)
+            if peer is not None:
+                await peer.watch.stop()
+                if peer.gone_at is not None:
+                    took = time.monotonic() - peer.gone_at
+                    self._record_departure(pc_id, peer.reason or "", took)
+                    logger.info(f"devroom: bot for peer {pc_id} finished {took:.2f} s after the peer left ({peer.reason})")
+                    return
+            logger.info(f"devroom: bot for peer {pc_id} finished")
+
+    def _record_departure(self, pc_id: str, reason: str, bot_ended_after_s: float | None) -> None:
+        for i, departure in enumerate(self._departures):
+            if departure.pc_id == pc_id:
+                del self._departures[i]
+                break
+        self._departures.append(
+            DeparturePublic(
+                pc_id=pc_id,
+                reason=reason,
+                bot_ended_after_s=None if bot_ended_after_s is None else round(bot_ended_after_s, 3),
+            )
+        )
+
+    async def _peer_gone(self, pc_id: str, reason: str) -> None:
+        """Report a departure: close the peer connection, so the bot's transport ends the call."""
+        peer = self._peers.get(pc_id)
+        if peer is None or peer.gone_at is not None or self._closing:
+            return
+        peer.gone_at = time.monotonic()
+        peer.reason = reason
+        self._record_departure(pc_id, reason, None)
+        logger.info(f"devroom: peer {pc_id} gone ({reason}); ending its bot")
+        # Closing the connection fires pipecat's "closed" event, which the bot's
+        # transport reports as on_client_disconnected: the one way a call ends.
+        await peer.connection.disconnect()
+        self._spawn(self._cancel_if_still_running(pc_id, peer.task))
+
+    async def _cancel_if_still_running(self, pc_id: str, task: asyncio.Task[None]) -> None:
+        done, _ = await asyncio.wait({task}, timeout=self._bot_end_timeout_s)
+        if not done:
+            logger.warning(
+                f"devroom: bot for peer {pc_id} still running {self._bot_end_timeout_s:.0f} s after its peer left; cancelling it"
+            )
+            task.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         """Disconnect every peer, give the bots time to finish, cancel the rest."""
+        self._closing = True
         await self._handler.close()
-        if not self._tasks:
+        tasks = self.tasks
+        if not tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self._shutdown_timeout_s)
+        _, pending = await asyncio.wait(set(tasks), timeout=self._shutdown_timeout_s)
         for task in pending:
             task.cancel()
         if pending:
@@ -248,6 +540,7 @@ def create_devroom_app(
     allow_loopback_ice: bool = True,
     shutdown_timeout_s: float = 5.0,
     audio_jitter_prefetch: int | None = 0,
+    peer_silence_timeout_s: float = PEER_SILENCE_TIMEOUT_S,
 ) -> FastAPI:
     """Create the dev room app: our page at ``/`` and SmallWebRTC signalling.
 
@@ -265,6 +558,8 @@ def create_devroom_app(
             :func:`shorten_audio_jitter_buffers`. ``None`` keeps aiortc's.
         shutdown_timeout_s: On app shutdown, how long bots get to finish
             after their peers are disconnected before they are cancelled.
+        peer_silence_timeout_s: How long a peer may send nothing before it
+            counts as gone (see :class:`PeerWatch`).
 
     Returns:
         The FastAPI app; its running state is ``app.state.devroom``.
@@ -275,6 +570,7 @@ def create_devroom_app(
         on_connection=on_connection,
         shutdown_timeout_s=shutdown_timeout_s,
         audio_jitter_prefetch=audio_jitter_prefetch,
+        peer_silence_timeout_s=peer_silence_timeout_s,
     )
 
     @contextlib.asynccontextmanager
@@ -301,6 +597,23 @@ def create_devroom_app(
     async def patch_offer(body: IceCandidatesPatch) -> dict[str, str]:
         await room.handle_patch(body)
         return {"status": "ok"}
+
+    @app.post("/api/leave")
+    async def leave(request: Request) -> dict[str, str]:
+        # navigator.sendBeacon posts text/plain, so the JSON is read whatever the content type.
+        raw = await request.body()
+        try:
+            body = PeerLeave.model_validate_json(raw)
+        except ValidationError as e:
+            raise RequestValidationError(
+                [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
+            ) from e
+        await room.handle_leave(body)
+        return {"status": "ok"}
+
+    @app.get("/api/peers")
+    async def peers() -> PeersPublic:
+        return room.peers()
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -290,6 +290,7 @@ class DevRoomClient:
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters = _Waiters()
         self._renegotiating = False
+        self._silent = False
         self.pc_id: str | None = None
         #: Every audio frame received from the bot, in arrival order.
         self.audio_frames: list[ReceivedAudioFrame] = []
@@ -412,7 +413,7 @@ class DevRoomClient:
         self._waiters.message.set()
 
     async def _ping(self) -> None:
-        while self._channel is not None and self._channel.readyState == "open":
+        while self._channel is not None and self._channel.readyState == "open" and not self._silent:
             self._channel.send(f"ping: {int(time.time() * 1000)}")
             await asyncio.sleep(PING_INTERVAL_S)
 
@@ -578,6 +579,15 @@ class DevRoomClient:
             np.concatenate([f.samples for f in self.audio_frames]),
             self.audio_frames[0].sample_rate,
         )
+
+    def vanish(self) -> None:
+        """Go silent without hanging up, like a peer whose network or browser died:
+        no more pings, microphone or camera packets (the connection stays open
+        and still answers ICE checks, so only the silence tells)."""
+        self._silent = True
+        self._mic.stop()
+        if self._camera is not None:
+            self._camera.stop()
 
     async def close(self) -> None:
         """Hang up: close the peer connection, stop the readers, close HTTP."""

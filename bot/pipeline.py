@@ -52,6 +52,8 @@ ECHO_MODE_EVENTS = ("conversation.echo", "conversation.interrupt")
 TAVUS_FPS = 30
 
 AUDIO_IN_SAMPLE_RATE = 16000
+# Camera frames per second that perception samples, when it is on.
+PERCEPTION_FRAMERATE = 1
 AUDIO_OUT_SAMPLE_RATE = 24000
 
 
@@ -72,6 +74,17 @@ class Conversation:
         if not self.greet:
             return None
         return self.custom_greeting or self.persona.custom_greeting
+
+
+def camera_in_framerate(persona: Persona) -> int | None:
+    """Frames per second of the user's camera a layer looks at; None: no layer does.
+
+    Only perception looks at the camera. With it off (the default) the
+    transport receives no video, so not one camera frame is decoded.
+    """
+    if persona.layers.perception.perception_model == "off":
+        return None
+    return PERCEPTION_FRAMERATE
 
 
 def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[str, Any]:
@@ -96,10 +109,11 @@ def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[s
         # Tavus sends the replica's video at its own rate: the output paces at
         # that rate (scaling to the persona's size) and plays its audio as it comes.
         params.update(video_out_framerate=TAVUS_FPS, audio_out_auto_silence=False)
-    if video_in:
+    framerate = camera_in_framerate(persona)
+    if video_in and framerate is not None:
         from pipecat.transports.base_transport import VideoInSourceParams
 
-        params.update(video_in_enabled=True, video_in_sources={"camera": VideoInSourceParams(framerate=1)})
+        params.update(video_in_enabled=True, video_in_sources={"camera": VideoInSourceParams(framerate=framerate)})
     return params
 
 

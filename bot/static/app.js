@@ -6,10 +6,16 @@
 // Data channel "chat": "ping: <ms>" every second (pipecat treats a peer with no ping
 // for 3 s as gone), {"type": "signalling", "message": {...}} for renegotiation and
 // peer-left, and app messages as plain JSON objects in both directions.
+// The camera is not sent until the bot asks for it with {"type": "devroom.camera",
+// "send": true, "framerate", "width", "height"} (and "send": false stops it): a bot
+// that looks at no video gets none. On pagehide the page tells the bot it is going
+// with a beacon (POST /api/leave {pc_id}) before it hangs up.
 "use strict";
 
 (() => {
   const OFFER_URL = "/api/offer";
+  const LEAVE_URL = "/api/leave";
+  const CAMERA_REQUEST = "devroom.camera";
   const PING_INTERVAL_MS = 1000;
   const CANDIDATE_FLUSH_MS = 200;
   const HISTORY_SIZE = 10;
@@ -49,6 +55,9 @@
     pcId: null,
     localStream: null,
     remoteStream: null,
+    camera: null, // the local camera track (shown in the self view)
+    cameraSent: null, // the clone sent to the bot, at the rate and size it asked for
+    cameraAsked: null, // the bot's last camera request
     pingTimer: null,
     flushTimer: null,
     candidates: [],
@@ -189,11 +198,11 @@
     });
   }
 
-  function openDataChannel(pc, hasMic, hasCamera) {
+  function openDataChannel(pc, hasMic) {
     const dc = pc.createDataChannel("chat", { ordered: true });
     dc.addEventListener("open", () => {
       sendTrackStatus(0, hasMic);
-      sendTrackStatus(1, hasCamera);
+      sendTrackStatus(1, Boolean(call.cameraSent));
       call.pingTimer = setInterval(() => {
         if (dc.readyState === "open") dc.send(`ping: ${Date.now()}`);
       }, PING_INTERVAL_MS);
@@ -220,11 +229,50 @@
       else if (kind === "peerLeft") leave("the replica left");
       return;
     }
+    if (message?.type === CAMERA_REQUEST) {
+      sendCamera(message).catch((error) => console.warn("devroom: camera request failed", error));
+      return;
+    }
     if (message?.message_type === "conversation") {
       call.messagesIn += 1;
       onConversationEvent(message);
     }
     // Anything else (e.g. RTVI messages, label "rtvi-ai") is not for this page.
+  }
+
+  // ---- camera: sent only when the bot asks, at the rate and size it asks for --
+
+  function cameraSender() {
+    return call.pc?.getTransceivers()[1]?.sender ?? null;
+  }
+
+  async function sendCamera(request) {
+    const sender = cameraSender();
+    call.cameraAsked = request;
+    if (!sender) return;
+    const previous = call.cameraSent;
+    if (!request.send || !call.camera) {
+      call.cameraSent = null;
+      await sender.replaceTrack(null);
+      previous?.stop();
+      sendTrackStatus(1, false);
+      return;
+    }
+    const track = call.camera.clone();
+    const constraints = {};
+    if (request.width) constraints.width = { ideal: request.width };
+    if (request.height) constraints.height = { ideal: request.height };
+    if (request.framerate) constraints.frameRate = { ideal: request.framerate, max: request.framerate };
+    await track.applyConstraints(constraints);
+    await sender.replaceTrack(track);
+    if (request.framerate) {
+      const parameters = sender.getParameters();
+      for (const encoding of parameters.encodings ?? []) encoding.maxFramerate = request.framerate;
+      if (parameters.encodings?.length) await sender.setParameters(parameters);
+    }
+    call.cameraSent = track;
+    previous?.stop();
+    sendTrackStatus(1, true);
   }
 
   // ---- interactions protocol: replica -> page ------------------------------
@@ -333,6 +381,7 @@
       call.localStream = stream;
       const mic = stream?.getAudioTracks()[0] ?? null;
       const camera = stream?.getVideoTracks()[0] ?? null;
+      call.camera = camera;
       if (camera) {
         ui.selfView.srcObject = new MediaStream([camera]);
         ui.selfView.dataset.live = "true";
@@ -344,9 +393,10 @@
       ui.replica.srcObject = call.remoteStream;
 
       // Order matters: pipecat maps transceiver 0 to audio and 1 to the camera.
+      // The camera's transceiver sends nothing until the bot asks (sendCamera).
       pc.addTransceiver(mic ?? "audio", { direction: "sendrecv" });
-      pc.addTransceiver(camera ?? "video", { direction: "sendrecv" });
-      call.dc = openDataChannel(pc, Boolean(mic), Boolean(camera));
+      pc.addTransceiver("video", { direction: "sendrecv" });
+      call.dc = openDataChannel(pc, Boolean(mic));
 
       pc.addEventListener("icecandidate", (event) => {
         if (event.candidate) {
@@ -376,7 +426,10 @@
   }
 
   function leave(reason) {
-    const { pc, dc, localStream } = call;
+    const { pc, dc, localStream, cameraSent } = call;
+    call.camera = null;
+    call.cameraSent = null;
+    call.cameraAsked = null;
     call.pc = null;
     call.dc = null;
     call.pcId = null;
@@ -389,6 +442,7 @@
     call.flushTimer = null;
     dc?.close();
     pc?.close();
+    cameraSent?.stop();
     localStream?.getTracks().forEach((track) => track.stop());
     ui.selfView.srcObject = null;
     ui.selfView.dataset.live = "false";
@@ -411,13 +465,20 @@
     if (!text) return;
     if (sendConversationEvent("conversation.respond", { text })) ui.say.value = "";
   });
-  window.addEventListener("pagehide", () => leave());
+  // A closed tab, a reload or a navigation: tell the bot first (a beacon survives
+  // the page), then hang up, which also closes the data channel it watches.
+  window.addEventListener("pagehide", () => {
+    if (call.pcId) navigator.sendBeacon(LEAVE_URL, JSON.stringify({ pc_id: call.pcId }));
+    leave();
+  });
 
   // Read-only hooks for tests and the console.
   window.devroom = {
     get pc() { return call.pc; },
     get pcId() { return call.pcId; },
     get messagesIn() { return call.messagesIn; },
+    get cameraAsked() { return call.cameraAsked; },
+    get cameraSending() { return Boolean(call.cameraSent); },
   };
 
   setStatus("idle");

@@ -27,7 +27,7 @@ import pytest
 import uvicorn
 from loguru import logger
 
-from bot.devroom import OnConnection, create_devroom_app
+from bot.devroom import OnConnection, camera_request, create_devroom_app
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -52,6 +52,7 @@ SPEECH_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 SAMPLE_RATE = 16000
 VIDEO_SIZE = (320, 240)
 VIDEO_FPS = 10
+CAMERA_FPS = 5
 SPEECH_DBFS = -38.0
 END_OF_TURN_S = 0.6
 MIN_SPEECH_S = 0.3
@@ -258,12 +259,20 @@ class ToneBotSessions:
     bots: dict[str, ToneReplyBot] = field(default_factory=dict)
 
 
-def make_tone_bot(sessions: ToneBotSessions) -> OnConnection:
-    """An ``on_connection`` running the tone bot until its peer leaves."""
+def make_tone_bot(sessions: ToneBotSessions, *, ask_for_camera: bool = True) -> OnConnection:
+    """An ``on_connection`` running the tone bot until its peer leaves.
+
+    It asks the page for its camera at ``CAMERA_FPS`` and ``VIDEO_SIZE``
+    (``camera_request``) unless ``ask_for_camera`` is false.
+    """
 
     async def run_tone_bot(connection: SmallWebRTCConnection) -> None:
         pc_id = connection.pc_id
         sessions.started.append(pc_id)
+        if ask_for_camera:
+            connection.send_app_message(
+                camera_request(framerate=CAMERA_FPS, width=VIDEO_SIZE[0], height=VIDEO_SIZE[1])
+            )
         transport = SmallWebRTCTransport(
             connection,
             TransportParams(
@@ -275,7 +284,7 @@ def make_tone_bot(sessions: ToneBotSessions) -> OnConnection:
                 video_out_width=VIDEO_SIZE[0],
                 video_out_height=VIDEO_SIZE[1],
                 video_in_enabled=True,
-                video_in_sources={"camera": VideoInSourceParams(framerate=5)},
+                video_in_sources={"camera": VideoInSourceParams(framerate=CAMERA_FPS)},
             ),
         )
         bot = ToneReplyBot()
