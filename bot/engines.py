@@ -71,10 +71,11 @@ class KeyRequirement:
 def required_keys(persona: Persona) -> list[KeyRequirement]:
     """The environment keys this persona's engines need."""
     layers = persona.layers
+    listens = persona.pipeline_mode != "echo"  # echo mode runs no STT and no LLM
     needs: list[KeyRequirement] = []
-    if layers.stt.stt_engine == "openai":
+    if listens and layers.stt.stt_engine == "openai":
         needs.append(KeyRequirement("OPENAI_API_KEY", "stt=openai"))
-    if layers.llm.engine == "openai" and layers.llm.api_key is None and not layers.llm.base_url:
+    if listens and layers.llm.engine == "openai" and layers.llm.api_key is None and not layers.llm.base_url:
         needs.append(KeyRequirement("OPENAI_API_KEY", "llm=openai"))
     if layers.tts.tts_engine == "cartesia":
         needs.append(KeyRequirement("CARTESIA_API_KEY", "tts=cartesia"))
@@ -176,8 +177,9 @@ class EmbeddedModels:
         worker threads, so start-up costs the slowest of them, not the sum.
         """
         layers = persona.layers
+        listens = persona.pipeline_mode != "echo"  # echo mode runs no STT and no LLM
         jobs = []
-        if layers.llm.engine == "llama_cpp":
+        if listens and layers.llm.engine == "llama_cpp":
 
             async def llm() -> None:
                 await self.start_llm(persona)
@@ -187,7 +189,7 @@ class EmbeddedModels:
                 await self.warm_llm(persona.full_system_prompt(), history)
 
             jobs.append(llm())
-        if layers.stt.stt_engine == "whisper":
+        if listens and layers.stt.stt_engine == "whisper":
             from processors.stt.whisper import shared_whisper_model
 
             jobs.append(

@@ -13,8 +13,10 @@
 "use strict";
 
 (() => {
-  const OFFER_URL = "/api/offer";
-  const LEAVE_URL = "/api/leave";
+  // Relative to the page: /api/... for the dev room at /, and
+  // /conversations/<id>/api/... for a conversation created over the API.
+  const OFFER_URL = "api/offer";
+  const LEAVE_URL = "api/leave";
   const CAMERA_REQUEST = "devroom.camera";
   const PING_INTERVAL_MS = 1000;
   const CANDIDATE_FLUSH_MS = 200;

@@ -57,6 +57,8 @@ class FakeCallClient:
         self.released = False
         self.sent: list[tuple[Any, str | None]] = []
         self.remote: dict[str, dict[str, Any]] = {}
+        self.audio_renderers: dict[str, Callable] = {}
+        self.video_renderers: dict[str, tuple[Callable, str]] = {}
         self.backend.clients.append(self)
 
     # --- the CallClient API pipecat uses --------------------------------------
@@ -114,10 +116,10 @@ class FakeCallClient:
             completion(None)
 
     def set_audio_renderer(self, participant_id: str, callback: Callable, **_: Any) -> None:
-        pass
+        self.audio_renderers[participant_id] = callback
 
-    def set_video_renderer(self, participant_id: str, callback: Callable, **_: Any) -> None:
-        pass
+    def set_video_renderer(self, participant_id: str, callback: Callable, video_source: str = "camera", **_: Any) -> None:
+        self.video_renderers[participant_id] = (callback, video_source)
 
     # --- what people in the room do (delivered from another thread) -----------
     def _emit_threaded(self, method: str, *args: Any) -> None:
@@ -144,6 +146,11 @@ class FakeCallClient:
     async def call_ends(self) -> None:
         """The bot is ejected, or the meeting ends: daily-python reports the call state 'left'."""
         await self.emit("on_call_state_updated", "left")
+
+    def send_video(self, participant_id: str, frame: Any) -> None:
+        """A video frame from ``participant_id`` (call from a thread other than the event loop's)."""
+        callback, source = self.video_renderers[participant_id]
+        callback(participant_id, frame, source)
 
     def events_sent(self) -> list[str]:
         """The event_type of every app message the bot sent into the room."""

@@ -232,3 +232,78 @@ async def test_stop_leaves_the_room(start_call):
     await call.bot.stop("SIGTERM received")
     assert await call.ended() == "SIGTERM received"
     assert call.client.left
+
+
+# --- a real run.py process (Daily faked at CallClient in the child) ----------
+
+
+async def start_run_py(script: dict, *args: str, extra_env: dict | None = None):
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    harness = Path(__file__).with_name("daily_bot_process.py")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(FAKE_DAILY_SCRIPT=json.dumps(script), DAILY_TOKEN="secret-token", **(extra_env or {}))
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(harness), *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def read_until(stream, marker: str, timeout_s: float, seen: list[str]) -> None:
+    async def read() -> None:
+        while True:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"output ended before {marker!r}: {seen[-5:]}")
+            seen.append(line.decode().rstrip())
+            if marker in seen[-1]:
+                return
+
+    await asyncio.wait_for(read(), timeout_s)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+async def test_a_signal_makes_run_py_leave_the_room_within_5_s(sig):
+    import signal
+
+    script = {"room_url": ROOM, "people": [{"id": "alice", "after_s": 0.2}]}
+    proc = await start_run_py(script, "--room-url", ROOM, "--persona", "echo")
+    out: list[str] = []
+    try:
+        await read_until(proc.stdout, "FAKE-DAILY person joined alice", 90, out)
+        await asyncio.sleep(0.5)
+        signalled = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        rest, stderr = await asyncio.wait_for(proc.communicate(), 10)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    out += rest.decode().splitlines()
+    assert f"FAKE-DAILY left {ROOM}" in out, out
+    assert took < 5, f"{sig}: {took:.1f} s to leave"
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert f"{sig} received" in stderr.decode()
+    assert "secret-token" not in stderr.decode(), "the token must not be logged"
+
+
+async def test_a_refused_join_ends_run_py_in_seconds_with_one_line():
+    script = {"room_url": ROOM, "refuse": {ROOM: "meeting token has expired"}}
+    proc = await start_run_py(script, "--room-url", ROOM, "--persona", "echo")
+    out: list[str] = []
+    try:
+        await read_until(proc.stdout, "FAKE-DAILY", 90, out)  # the process is up and tried to join
+    except AssertionError:
+        pass  # a refused join prints nothing on stdout
+    started = time.monotonic()
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    text = stderr.decode()
+    assert proc.returncode == 2, text[-2000:]
+    (line,) = [l for l in text.splitlines() if l.startswith("error:")]
+    assert "token expired" in line and ROOM in line
+    assert "Traceback" not in text
+    assert time.monotonic() - started < 10
