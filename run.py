@@ -6,6 +6,7 @@
     python run.py talk --wav IN.wav --out OUT.wav|OUT.mp4 [--persona NAME] [--json]
     python run.py personas                                      list personas and engines
     python run.py replica create --image FACE.jpg --name NAME   a replica from a photo
+    python run.py serve [--host H] [--port P] [--no-warm]       the REST API (/v2) and conversation pages
 """
 
 import argparse
@@ -17,7 +18,7 @@ from pathlib import Path
 
 STARTED_AT = time.monotonic()
 
-SUBCOMMANDS = ("talk", "personas", "replica")
+SUBCOMMANDS = ("talk", "personas", "replica", "serve")
 
 
 class CliError(Exception):
@@ -79,6 +80,42 @@ def _replica_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     sub.add_parser("list", help="list replicas")
     return parser
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py serve", description="The REST API and the conversation pages.")
+    parser.add_argument("--host", default="localhost", help="host (default: localhost)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--no-warm", action="store_true", help="do not load the default persona's engines before serving"
+    )
+    return parser
+
+
+def cmd_serve(args, settings) -> int:
+    import uvicorn
+
+    from api import create_app
+    from bot.engines import EmbeddedModels, check_persona
+    from personas import load_persona
+
+    async def serve() -> None:
+        models = EmbeddedModels(settings)
+        try:
+            if not args.no_warm:
+                # The first conversation finds its engines warm; one that cannot start is one line and exit 2.
+                persona = load_persona(settings.cvi_default_persona)
+                check_persona(persona, settings, name=settings.cvi_default_persona)
+                await models.prepare(persona)
+            app = create_app(settings, models=models)
+            server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+            print(f"API: http://{args.host}:{args.port}/v2 (OpenAPI at /docs)", flush=True)
+            await server.serve()
+        finally:
+            await models.close()
+
+    asyncio.run(serve())
+    return 0
 
 
 def cmd_personas(settings) -> int:
@@ -235,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_personas(settings)
             if command == "talk":
                 return cmd_talk(_talk_parser().parse_args(rest), settings)
+            if command == "serve":
+                return cmd_serve(_serve_parser().parse_args(rest), settings)
             return cmd_replica(_replica_parser().parse_args(rest), settings)
         args = _main_parser().parse_args(argv)
         if args.room_url is not None or args.create_room:

@@ -46,6 +46,38 @@ class Settings(BaseSettings):
     )
     cvi_log_level: str = "INFO"
 
+    # The API server (``run.py serve``).
+    # Comma-separated keys accepted in ``x-api-key``; unset: one is made at first start and kept in the data folder.
+    cvi_api_keys: SecretStr | None = None
+    # Where the API keeps its database (SQLite), its generated key and recordings; default: <cache dir>/data.
+    cvi_data_dir: Path | None = None
+    # SQLAlchemy async URL, e.g. postgresql+asyncpg://user:pw@host/db; default: SQLite in the data folder.
+    cvi_database_url: SecretStr | None = None
+    # The persona a conversation gets when the request names none.
+    cvi_default_persona: str = "ava"
+    # Webhook delivery: attempts per event and the first retry's delay (doubling after each failure).
+    cvi_webhook_attempts: int = Field(default=5, ge=1, le=20)
+    cvi_webhook_backoff_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    cvi_webhook_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
+
+    @property
+    def data_dir(self) -> Path:
+        """The API's data folder (database, generated key)."""
+        return self.cvi_data_dir or self.cvi_cache_dir / "data"
+
+    @property
+    def database_url(self) -> str:
+        """Where conversations and personas are stored."""
+        if self.cvi_database_url is not None and self.cvi_database_url.get_secret_value().strip():
+            return self.cvi_database_url.get_secret_value().strip()
+        return f"sqlite+aiosqlite:///{self.data_dir / 'cvi.sqlite3'}"
+
+    def api_keys(self) -> list[str]:
+        """The keys from ``CVI_API_KEYS`` (empty when unset)."""
+        if self.cvi_api_keys is None:
+            return []
+        return [k.strip() for k in self.cvi_api_keys.get_secret_value().split(",") if k.strip()]
+
     def require_key(self, env_name: str, *, persona: str, needed_by: str) -> str:
         """Return the key named ``env_name`` or fail with how to fix it."""
         value = getattr(self, env_name.lower(), None)
