@@ -56,8 +56,72 @@ LLM_NICENESS = 5
 LLM_SLOTS = 1
 
 
+# The voice_settings keys each TTS engine takes (anything else is refused by name).
+VOICE_SETTINGS = {
+    "piper": ("speed", "noise_scale", "noise_w"),
+    # Cartesia's generation_config (sonic-3 models).
+    "cartesia": ("speed", "volume", "emotion"),
+    "elevenlabs": ("stability", "similarity_boost", "style", "use_speaker_boost", "speed", "apply_text_normalization"),
+}
+# TTS engines with emotion controls that tts_emotion_control can drive.
+EMOTION_CONTROL_ENGINES = ("cartesia",)
+CARTESIA_EMOTIONS = ("neutral", "happy", "excited", "content", "curious", "calm", "sympathetic", "sad", "surprised")
+EMOTION_INSTRUCTION = (
+    "Start every sentence with a tag that sets the voice's emotion for it, such as "
+    '<emotion value="happy"/>, choosing one of: ' + ", ".join(CARTESIA_EMOTIONS) + "."
+)
+# The rate at which Tavus sends its video (the output is paced at it).
+TAVUS_FPS = 30
+
+
 class EngineConfigError(ValueError):
     """A persona's engine configuration is invalid. Retrying will not help."""
+
+
+def refused_fields(persona: Persona) -> list[str]:
+    """The persona fields that are set but would do nothing with its engines, each named with why."""
+    layers = persona.layers
+    refused: list[str] = []
+    perception = layers.perception
+    if perception.perception_model == "off":
+        for name in ("ambient_awareness_queries", "perception_analysis_queries", "perception_tools", "perception_tool_prompt"):
+            if getattr(perception, name):
+                refused.append(f"layers.perception.{name} needs a perception_model; 'off' sees nothing")
+    if layers.llm.tools:
+        refused.append("layers.llm.tools: tool calls are not supported; remove them")
+    if layers.llm.speculative_inference and layers.conversational_flow.turn_detection_model != "smart_turn_v3":
+        refused.append(
+            "layers.llm.speculative_inference needs layers.conversational_flow.turn_detection_model='smart_turn_v3' "
+            "(the early reply is held until Smart Turn ends the turn)"
+        )
+    tts = layers.tts
+    allowed = VOICE_SETTINGS[tts.tts_engine]
+    unknown = sorted(set(tts.voice_settings) - set(allowed))
+    if unknown:
+        refused.append(f"layers.tts.voice_settings has {unknown}; {tts.tts_engine} allows {list(allowed)}")
+    if tts.tts_emotion_control and tts.tts_engine not in EMOTION_CONTROL_ENGINES:
+        refused.append(
+            f"layers.tts.tts_emotion_control: {tts.tts_engine} has no emotion controls "
+            f"(engines with them: {', '.join(EMOTION_CONTROL_ENGINES)})"
+        )
+    if tts.tts_engine == "piper" and tts.tts_model_name:
+        refused.append("layers.tts.tts_model_name: piper has no models; its voice is layers.tts.external_voice_id")
+    replica = layers.replica
+    if replica.replica_engine == "off":
+        for name in ("replica_id", "width", "height", "fps"):
+            if name in replica.model_fields_set:
+                refused.append(f"layers.replica.{name}: replica_engine='off' shows no face")
+    if replica.replica_engine == "tavus" and "fps" in replica.model_fields_set and replica.fps != TAVUS_FPS:
+        refused.append(f"layers.replica.fps={replica.fps}: Tavus sends {TAVUS_FPS} fps")
+    return refused
+
+
+def system_prompt(persona: Persona, conversational_context: str = "") -> str:
+    """The LLM's system instruction: the persona's prompt, plus what its voice needs (emotion tags)."""
+    prompt = persona.full_system_prompt(conversational_context)
+    if persona.layers.tts.tts_emotion_control and persona.layers.tts.tts_engine in EMOTION_CONTROL_ENGINES:
+        prompt = f"{prompt}\n\n{EMOTION_INSTRUCTION}"
+    return prompt
 
 
 @dataclass(frozen=True)
@@ -95,6 +159,9 @@ def check_persona(persona: Persona, settings: Settings, *, name: str) -> None:
     """
     for need in required_keys(persona):
         settings.require_key(need.env_name, persona=name, needed_by=need.needed_by)
+    refused = refused_fields(persona)
+    if refused:
+        raise EngineConfigError(f"persona {name!r}: " + "; ".join(refused))
     layers = persona.layers
     if layers.tts.tts_engine in ("cartesia", "elevenlabs") and not layers.tts.external_voice_id:
         raise EngineConfigError(
@@ -241,7 +308,11 @@ def build_stt(persona: Persona, settings: Settings, models: EmbeddedModels):
     return OpenAISTTService(
         api_key=key,
         language=Language(stt.language) if stt.language else None,
-        settings=OpenAISTTService.Settings(model=stt.model or "gpt-4o-transcribe"),
+        settings=OpenAISTTService.Settings(
+            model=stt.model or "gpt-4o-transcribe",
+            # The transcription prompt is how OpenAI takes a vocabulary.
+            prompt=("Vocabulary: " + ", ".join(stt.hotwords) + ".") if stt.hotwords else None,
+        ),
     )
 
 
@@ -278,7 +349,7 @@ def build_llm(
         default_headers=llm.headers or None,
         settings=OpenAILLMService.Settings(
             model=model,
-            system_instruction=system_instruction or persona.full_system_prompt(),
+            system_instruction=system_instruction or system_prompt(persona),
             temperature=llm.temperature,
             max_tokens=llm.max_tokens,
             extra=extra,
@@ -309,16 +380,15 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
     """The speech-synthesis service for the persona's tts layer."""
     tts = persona.layers.tts
     name = persona.persona_name
+    allowed = VOICE_SETTINGS[tts.tts_engine]
+    unknown = set(tts.voice_settings) - set(allowed)
+    if unknown:
+        raise EngineConfigError(
+            f"persona {name!r}: layers.tts.voice_settings has {sorted(unknown)}; {tts.tts_engine} allows {list(allowed)}"
+        )
     if tts.tts_engine == "piper":
         from processors.tts.piper import PiperPhonemeTTSService
 
-        allowed = {"speed", "noise_scale", "noise_w"}
-        unknown = set(tts.voice_settings) - allowed
-        if unknown:
-            raise EngineConfigError(
-                f"persona {name!r}: layers.tts.voice_settings has {sorted(unknown)}; "
-                f"piper allows {sorted(allowed)}"
-            )
         return PiperPhonemeTTSService(
             voice_path=models.piper_path(persona),
             sample_rate=sample_rate,
@@ -326,15 +396,18 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
             **tts.voice_settings,
         )
     if tts.tts_engine == "cartesia":
-        from pipecat.services.cartesia.tts import CartesiaTTSService
+        from pipecat.services.cartesia.tts import CartesiaTTSService, GenerationConfig
 
         key = settings.require_key("CARTESIA_API_KEY", persona=name, needed_by="tts=cartesia")
+        # Emotion tags and generation_config are sonic-3 features.
+        default_model = "sonic-3" if tts.tts_emotion_control or tts.voice_settings else "sonic-2"
+        extra = {"generation_config": GenerationConfig(**tts.voice_settings)} if tts.voice_settings else {}
         return CartesiaTTSService(
             api_key=key,
             sample_rate=sample_rate,
             text_transforms=spoken_text_transforms(),
             settings=CartesiaTTSService.Settings(
-                voice=tts.external_voice_id, model=tts.tts_model_name or "sonic-2"
+                voice=tts.external_voice_id, model=tts.tts_model_name or default_model, **extra
             ),
         )
     from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
@@ -347,7 +420,7 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
         settings=ElevenLabsTTSService.Settings(
             voice=tts.external_voice_id,
             model=tts.tts_model_name or "eleven_flash_v2_5",
-            **{k: v for k, v in tts.voice_settings.items() if k in ("stability", "similarity_boost", "style", "speed")},
+            **tts.voice_settings,
         ),
     )
 
@@ -371,6 +444,8 @@ def build_user_params(persona: Persona) -> LLMUserAggregatorParams:
                     params=SmartTurnParams(stop_secs=SMART_TURN_MAX_SILENCE[flow.turn_taking_patience])
                 ),
                 grace_secs=TRANSCRIPT_GRACE[flow.turn_taking_patience],
+                # The early reply: the LLM starts on the pause's transcript before the turn ends.
+                speculate=persona.layers.llm.speculative_inference,
             )
         ]
     else:

@@ -25,6 +25,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from bot.engines import (
+    TAVUS_FPS,
     EmbeddedModels,
     build_llm,
     build_spoken_reply,
@@ -32,6 +33,7 @@ from bot.engines import (
     build_tavus_video,
     build_tts,
     build_user_params,
+    system_prompt,
 )
 from bot.interactions import (
     CONTEXT_EVENTS,
@@ -47,9 +49,6 @@ from personas.model import Persona
 
 # What a client may send when the persona's pipeline_mode is "echo".
 ECHO_MODE_EVENTS = ("conversation.echo", "conversation.interrupt")
-
-# The rate at which Tavus sends its replica's video.
-TAVUS_FPS = 30
 
 AUDIO_IN_SAMPLE_RATE = 16000
 # Camera frames per second that perception samples, when it is on.
@@ -192,7 +191,7 @@ class ConversationBot:
         try:
             if event_type in CONTEXT_EVENTS:
                 conversation.conversational_context = updated_context(message, conversation.conversational_context)
-                frames = [system_instruction_frame(conversation.persona.full_system_prompt(conversation.conversational_context))]
+                frames = [system_instruction_frame(system_prompt(conversation.persona, conversation.conversational_context))]
             else:
                 frames = client_message_frames(message)
         except (UnknownClientEvent, ValueError) as e:
@@ -212,7 +211,7 @@ class ConversationBot:
             processors: list[FrameProcessor] = [self._transport.input(), tts]
         else:
             stt = build_stt(persona, self._settings, self._models)
-            system = persona.full_system_prompt(self.conversation.conversational_context)
+            system = system_prompt(persona, self.conversation.conversational_context)
             llm = build_llm(persona, self._settings, self._models, system_instruction=system)
             context = LLMContext()
             aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))

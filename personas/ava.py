@@ -36,7 +36,7 @@ PERSONA = Persona(
         conversational_flow=ConversationalFlowLayer(
             turn_taking_patience="low", replica_interruptibility="high"
         ),
-        llm=LLMLayer(engine="llama_cpp", temperature=0.6, max_tokens=90),
+        llm=LLMLayer(engine="llama_cpp", temperature=0.6, max_tokens=90, speculative_inference=True),
         tts=TTSLayer(tts_engine="piper", voice_settings={"speed": 1.05}),
         replica=ReplicaLayer(replica_engine="local"),
     ),

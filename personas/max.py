@@ -32,7 +32,7 @@ PERSONA = Persona(
         conversational_flow=ConversationalFlowLayer(
             turn_taking_patience="high", replica_interruptibility="low"
         ),
-        llm=LLMLayer(engine="llama_cpp", temperature=0.3, max_tokens=70),
+        llm=LLMLayer(engine="llama_cpp", temperature=0.3, max_tokens=70, speculative_inference=True),
         tts=TTSLayer(
             tts_engine="piper", voice_settings={"speed": 0.9, "noise_scale": 0.5}
         ),

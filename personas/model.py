@@ -76,6 +76,7 @@ class LLMLayer(_Layer):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    # Start the reply on the pause's transcript before the turn ends (held until it does).
     speculative_inference: bool = False
     temperature: float = Field(default=0.6, ge=0.0, le=2.0)
     max_tokens: int = Field(default=120, ge=1, le=4096)
@@ -85,8 +86,12 @@ class TTSLayer(_Layer):
     """The voice.
 
     ``voice_settings`` are engine-specific: for piper ``speed`` (1.0 normal,
-    above is faster), ``noise_scale`` and ``noise_w``; for cloud engines they
-    pass through to the provider.
+    above is faster), ``noise_scale`` and ``noise_w``; for Cartesia ``speed``,
+    ``volume`` and ``emotion`` (its generation_config); for ElevenLabs
+    ``stability``, ``similarity_boost``, ``style``, ``use_speaker_boost``,
+    ``speed`` and ``apply_text_normalization``. Any other key is refused by
+    name. ``tts_emotion_control`` lets the LLM set the voice's emotion per
+    sentence (Cartesia's emotion tags); engines without emotion controls refuse it.
     """
 
     tts_engine: Literal["piper", "cartesia", "elevenlabs"] = "piper"

@@ -12,7 +12,7 @@ PERSONA = Persona(
     default_replica_id="ada",
     layers=Layers(
         stt=STTLayer(stt_engine="openai", model="gpt-4o-transcribe"),
-        llm=LLMLayer(engine="openai", model="gpt-4.1-mini", max_tokens=150),
+        llm=LLMLayer(engine="openai", model="gpt-4.1-mini", max_tokens=150, speculative_inference=True),
         tts=TTSLayer(
             tts_engine="cartesia",
             external_voice_id="71a7ad14-091c-4e8e-a314-022ece01c121",

@@ -10,7 +10,7 @@ PERSONA = Persona(
     ),
     layers=Layers(
         stt=STTLayer(stt_engine="openai", model="gpt-4o-transcribe"),
-        llm=LLMLayer(engine="openai", model="gpt-4.1-mini"),
+        llm=LLMLayer(engine="openai", model="gpt-4.1-mini", speculative_inference=True),
         tts=TTSLayer(
             tts_engine="elevenlabs",
             external_voice_id="21m00Tcm4TlvDq8ikWAM",
