@@ -193,6 +193,12 @@ class LiveConversations:
         @transport.event_handler("on_client_connected")
         async def _joined(_transport, *_args):
             live.peers_joined += 1
+            greeting = bot.conversation.greeting
+            if greeting and live.persona.pipeline_mode != "echo":
+                # Spoken straight to TTS (no LLM text), so the observer never sees it as an utterance.
+                live.records.put_nowait(
+                    {"event_type": "conversation.utterance", "properties": {"role": "replica", "speech": greeting, "final": True}}
+                )
             for name in ("participant_absent_timeout", "participant_left_timeout"):
                 timer = live.timers.pop(name, None)
                 if timer is not None:

@@ -1,14 +1,14 @@
-"""The API app under test: real storage in a temporary folder, lifespan on.
-
-``CVI_TEST_DATABASE_URL`` (e.g. ``postgresql+asyncpg://...``) runs the same
-tests against that database instead of SQLite.
-"""
+"""The API app under test: real storage (SQLite in a temporary folder, and
+PostgreSQL started in one), lifespan on."""
 
 import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,19 +34,74 @@ class NoEngines(EmbeddedModels):
         return None
 
 
-def api_settings(data_dir: Path, **overrides) -> Settings:
+def api_settings(data_dir: Path, database_url: str | None = None, **overrides) -> Settings:
+    """Settings for a test server; ``database_url`` None: SQLite in ``data_dir``."""
     fields = dict(
         _env_file=None,
         cvi_data_dir=data_dir,
         cvi_api_keys=f"{KEY},{OTHER_KEY}",
+        cvi_database_url=database_url,
         cvi_webhook_attempts=4,
         cvi_webhook_backoff_s=0.05,
         cvi_webhook_timeout_s=5.0,
     )
-    if os.environ.get("CVI_TEST_DATABASE_URL"):
-        fields["cvi_database_url"] = os.environ["CVI_TEST_DATABASE_URL"]
     fields.update(overrides)
     return Settings(**fields)
+
+
+class PostgresServer:
+    """Debian's PostgreSQL, started in a temporary folder on a free loopback port; one database per test."""
+
+    USER = "cvi"
+
+    def __init__(self):
+        bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
+        self._bin = bindir
+        self.folder = Path(tempfile.mkdtemp(prefix="cvi-pg-"))
+        self.port = _free_port()
+        # PostgreSQL refuses to run as root: as root, it runs as the postgres user.
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(self.folder, user="postgres")
+        data = self.folder / "data"
+        self._run(str(bindir / "initdb"), "-D", str(data), "-U", self.USER, "--auth=trust", "-E", "UTF8")
+        options = f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        self._run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+        self._data = data
+        self._count = 0
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True)
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://{self.USER}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        self._count += 1
+        name = f"test_{os.getpid()}_{self._count}"
+        self._run(str(self._bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, name)
+        return self.url(name)
+
+    def stop(self) -> None:
+        self._run(str(self._bin / "pg_ctl"), "-D", str(self._data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    if shutil.which("pg_config") is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql); the SQLite runs still cover the API")
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str | None:
+    """Each storage test runs on SQLite (None: the default file) and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture
@@ -55,9 +110,19 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(data_dir: Path) -> Iterator[TestClient]:
+def make_settings(data_dir: Path, database_url: str | None):
+    def make(**overrides) -> Settings:
+        overrides.setdefault("cvi_data_dir", data_dir)
+        return api_settings(overrides.pop("cvi_data_dir"), database_url, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def client(make_settings) -> Iterator[TestClient]:
     """The app with engines that load nothing, through its lifespan."""
-    with TestClient(create_app(api_settings(data_dir), models=NoEngines(api_settings(data_dir)))) as c:
+    settings = make_settings()
+    with TestClient(create_app(settings, models=NoEngines(settings))) as c:
         yield c
 
 

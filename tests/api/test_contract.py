@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from api import create_app
 from api.storage import SERVER_GONE_REASON, Store
 from api.webhooks import SIGNATURE_HEADER, webhook_secret
-from tests.api.conftest import AUTH, KEY, OTHER_KEY, NoEngines, api_settings
+from tests.api.conftest import AUTH, KEY, OTHER_KEY, NoEngines
 
 pytestmark = pytest.mark.unit
 
@@ -52,8 +52,8 @@ def test_every_v2_route_wants_a_known_key_as_json_401(client):
     assert client.get("/v2/replicas", headers={"x-api-key": OTHER_KEY}).status_code == 200
 
 
-def test_without_configured_keys_one_is_made_kept_and_printed_once(tmp_path, capsys):
-    settings = api_settings(tmp_path, cvi_api_keys=None)
+def test_without_configured_keys_one_is_made_kept_and_printed_once(tmp_path, make_settings, capsys):
+    settings = make_settings(cvi_data_dir=tmp_path, cvi_api_keys=None)
     with TestClient(create_app(settings, models=NoEngines(settings))) as c:
         printed = capsys.readouterr().out
         key = (tmp_path / "api_key").read_text().strip()
@@ -340,8 +340,8 @@ def test_replicas_list_the_stock_ones(client):
 # Restarts ------------------------------------------------------------------------
 
 
-def test_records_survive_a_restart_and_a_dead_servers_calls_are_ended(data_dir):
-    settings = api_settings(data_dir)
+def test_records_survive_a_restart_and_a_dead_servers_calls_are_ended(make_settings):
+    settings = make_settings()
     with TestClient(create_app(settings, models=NoEngines(settings))) as c:
         pid = c.post("/v2/personas", json={"persona_name": "Kept", "system_prompt": "Stay."}, headers=AUTH).json()["persona_id"]
         kept = _create(c, test_mode=True, conversation_name="kept")["conversation_id"]
