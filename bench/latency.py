@@ -1,6 +1,7 @@
 """The latency yardstick: a real WebRTC peer talks to the bot over loopback.
 
     .venv/bin/python bench/latency.py [--conversations 4] [--questions 5] [--stack ours|baseline|both]
+    .venv/bin/python bench/latency.py --peer browser [--rounds 1] [--stack ours|baseline|both]
 
 For each stack it starts the bot in dev-room mode as its own process (ours:
 ``run.py``; the baseline: ``bench/baseline_bot.py``, stock pipecat services on
@@ -18,10 +19,22 @@ and collects the bot's own stage timings from its ``conversation.latency``
 events. The peer plays audio with a one-packet cushion and shows each video
 frame as soon as it is whole, as a browser on loopback would. Prints a table
 (median, p95, max per stage) and writes bench/results/latency.json.
+
+``--peer browser`` drives headless Chromium through the dev room page instead
+(``bench/browser_peer.py``): fake microphone from a recording, fake camera
+from a y4m clip, questions in several voices (espeak-ng, flite, festival's
+HTS voice): single sentences, two sentences with a 0.3-0.8 s pause, a question
+started while the greeting plays; every visit ends by closing the tab. Per
+visit kind it prints reply latency at the page (end of the question's speech
+to the first audible reply sample the page plays), the bot's stages, user
+turns split or repeated, seconds from tab close to bot gone, CPU per process
+(bot, llama-server, browser) while listening and during replies, and this
+machine's LLM prefill and decode speed. JSON: bench/results/latency_browser.json.
 """
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import socket
@@ -31,6 +44,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -51,6 +65,21 @@ QUESTIONS = [
     "Which neighbourhood is best for a walk?",
 ]
 VOICES = ["en-us", "en-gb", "en-us+m3", "en-gb+f3"]
+
+# Browser mode: questions per visit kind (voices from tests/voices.py, none the bot's).
+SINGLE_QUESTIONS = [
+    ("What should I eat in Lisbon?",),
+    ("Where can I watch the sunset?",),
+    ("How do I get to the castle?",),
+    ("Is Sintra worth a day trip?",),
+]
+TWO_SENTENCE_QUESTIONS = [
+    ("I arrive in Lisbon on Friday.", "Which neighbourhood should I stay in?"),
+    ("My feet hurt from all the hills.", "Is there a tram up to the castle?"),
+    ("We have one free evening.", "Where can we hear fado?"),
+    ("I am travelling with my grandmother.", "Which museum would she enjoy?"),
+]
+BROWSER_VOICES = ["espeak-us", "flite-slt", "festival-slt-hts", "flite-awb", "espeak-gb-f3", "flite-rms"]
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -272,17 +301,144 @@ async def run_stack(stack: str, args, questions: list[Path]) -> list[dict]:
             proc.kill()
 
 
+def browser_visit_plans(rounds: int) -> list:
+    """The visits of the browser mode: single sentences, two sentences with a pause, a question over the greeting."""
+    from bench.browser_peer import Question, VisitPlan
+
+    plans = []
+    for r in range(rounds):
+        voice = lambda i: BROWSER_VOICES[(r * 3 + i) % len(BROWSER_VOICES)]  # noqa: E731
+        single = [Question(SINGLE_QUESTIONS[(r + i) % len(SINGLE_QUESTIONS)], voice(i)) for i in range(3)]
+        pauses = (0.3, 0.6, 0.8)
+        double = [
+            Question(TWO_SENTENCE_QUESTIONS[(r + i) % len(TWO_SENTENCE_QUESTIONS)], voice(i + 1), pauses[i])
+            for i in range(3)
+        ]
+        over_greeting = [
+            Question(SINGLE_QUESTIONS[(r + 3) % len(SINGLE_QUESTIONS)], voice(2)),
+            Question(TWO_SENTENCE_QUESTIONS[(r + 3) % len(TWO_SENTENCE_QUESTIONS)], voice(0), 0.5),
+        ]
+        plans += [
+            VisitPlan(kind="single", questions=tuple(single)),
+            VisitPlan(kind="two_sentences", questions=tuple(double)),
+            # The call connects ~1 s after Join and the greeting lasts ~4 s: this question starts during it.
+            VisitPlan(kind="over_greeting", questions=tuple(over_greeting), lead_s=2.5),
+        ]
+    return plans
+
+
+async def run_browser_stack(stack: str, args) -> list:
+    from bench.browser_peer import run_visit
+
+    print(f"{stack}: starting the bot", flush=True)
+    log = args.bot_log.with_suffix(f".{stack}.log") if args.bot_log else None
+    proc, url = start_stack(stack, args.persona, log, args.bot_log_level)
+    folder = RESULTS / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        visits = []
+        for plan in browser_visit_plans(args.rounds):
+            visit = await run_visit(url, plan, bot_pid=proc.pid, folder=folder)
+            latencies = [t.get("reply_latency_ms", "none") for t in visit.turns]
+            print(f"  {stack} {plan.kind}: replies {latencies} ms, tab close -> bot gone "
+                  f"{visit.tab_close_to_bot_gone_s} s ({visit.departure_reason}){' ' + visit.error if visit.error else ''}",
+                  flush=True)  # fmt: skip
+            visits.append(visit)
+        return visits
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def llm_speed(persona_name: str) -> str:
+    """This machine's prefill and decode speed on the persona's embedded LLM (the bot is stopped by then)."""
+    from bot.settings import get_settings
+    from personas import load_persona
+    from processors.llm.llama_server import find_llama_server, prove
+    from processors.weights import llm_gguf
+
+    settings = get_settings()
+    try:
+        binary = find_llama_server(settings.cvi_cache_dir, explicit=settings.cvi_llama_server_bin)
+        model = llm_gguf(
+            settings.cvi_llm_model or load_persona(persona_name).layers.llm.model,
+            cache_dir=settings.cvi_cache_dir,
+            allow_download=False,
+        )
+        result = await prove(binary, model, threads=settings.cvi_llm_threads)
+    except Exception as e:  # noqa: BLE001 - the table still prints without it
+        return f"unavailable ({type(e).__name__}: {e})".splitlines()[0]
+    return f"{result} with {model.name}"
+
+
+def print_browser_table(summaries: dict[str, dict]) -> None:
+    def fmt(value: Any, spec: str = ".0f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    for stack, kinds in summaries.items():
+        print(f"\n{stack} (browser peer; ms at the page from the end of the question's speech)")
+        print(f"{'visits':16}{'n':>4}{'median':>8}{'p95':>8}{'max':>8}{'no reply':>9}{'split':>6}{'repeat':>7}"
+              f"{'gone s':>8}{'gone max':>9}")  # fmt: skip
+        for kind, row in kinds.items():
+            lat = row.get("reply_latency_ms") or {}
+            gone = row.get("tab_close_to_bot_gone_s") or {}
+            print(f"{kind:16}{row['questions']:>4}{fmt(lat.get('median')):>8}{fmt(lat.get('p95')):>8}"
+                  f"{fmt(lat.get('max')):>8}{row['no_reply']:>9}{row['split']:>6}{row['repeated']:>7}"
+                  f"{fmt(gone.get('median'), '.2f'):>8}{fmt(gone.get('max'), '.2f'):>9}")  # fmt: skip
+        every = kinds["all"]
+        stages = every["bot_stages_median_ms"]
+        if stages:
+            print("bot stages, median ms: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+        for phase in ("listening", "reply"):
+            loads = every.get(f"cpu_{phase}") or {}
+            print(f"CPU while {phase} (1.0 = one core): " + ", ".join(f"{k} {v:.2f}" for k, v in loads.items()))
+        for error in every["errors"]:
+            print(f"visit failed: {error}")
+    if {"ours", "baseline"} <= set(summaries):
+        ours = (summaries["ours"]["all"].get("reply_latency_ms") or {}).get("median")
+        base = (summaries["baseline"]["all"].get("reply_latency_ms") or {}).get("median")
+        if ours and base:
+            print(f"\nbaseline / ours at the median: {base / ours:.2f}x")
+
+
+async def main_browser(args) -> int:
+    from bench.browser_peer import summarise_visits
+
+    stacks = ["ours", "baseline"] if args.stack == "both" else [args.stack]
+    results = {stack: await run_browser_stack(stack, args) for stack in stacks}
+    summaries = {stack: summarise_visits(visits) for stack, visits in results.items()}
+    speed = await llm_speed(args.persona)
+    print_browser_table(summaries)
+    print(f"\nThis machine: {os.cpu_count()} CPUs; LLM {speed}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latency_browser.json").write_text(json.dumps(
+        {"machine": {"cpus": os.cpu_count(), "llm_speed": speed},
+         "visits": {stack: [dataclasses.asdict(v) for v in visits] for stack, visits in results.items()},
+         "summary": summaries},
+        indent=2,
+    ))  # fmt: skip
+    return 0
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=4)
     parser.add_argument("--questions", type=int, default=5, help="questions per conversation")
     parser.add_argument("--stack", choices=["ours", "baseline", "both"], default="both")
     parser.add_argument("--persona", default="ava")
+    parser.add_argument("--peer", choices=["aiortc", "browser"], default="aiortc",
+                        help="aiortc: the Python peer; browser: headless Chromium on the dev room page")
+    parser.add_argument("--rounds", type=int, default=1, help="browser mode: rounds of the three visit kinds")
     parser.add_argument("--bot-log", type=Path, help="keep each bot's log in PATH.<stack>.log")
     parser.add_argument(
         "--bot-log-level", default="DEBUG", help="its level (TRACE adds llama-server's own lines, and slows the bot)"
     )
     args = parser.parse_args()
+    if args.peer == "browser":
+        return await main_browser(args)
     questions = record_questions(args.questions)
     stacks = ["ours", "baseline"] if args.stack == "both" else [args.stack]
     results = {stack: await run_stack(stack, args, questions) for stack in stacks}

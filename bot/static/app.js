@@ -21,6 +21,7 @@
   const PING_INTERVAL_MS = 1000;
   const CANDIDATE_FLUSH_MS = 200;
   const HISTORY_SIZE = 10;
+  const EVENTS_KEPT = 500;
   const STAGES = [
     ["end_of_turn", "End of turn"],
     ["transcript", "Transcript"],
@@ -66,6 +67,7 @@
     canTrickle: false,
     renegotiating: false,
     messagesIn: 0,
+    events: [], // the latest conversation events, with their arrival (performance.now())
   };
 
   // ---- status and controls -------------------------------------------------
@@ -237,6 +239,8 @@
     }
     if (message?.message_type === "conversation") {
       call.messagesIn += 1;
+      call.events.push({ at: performance.now(), message });
+      if (call.events.length > EVENTS_KEPT) call.events.shift();
       onConversationEvent(message);
     }
     // Anything else (e.g. RTVI messages, label "rtvi-ai") is not for this page.
@@ -479,6 +483,7 @@
     get pc() { return call.pc; },
     get pcId() { return call.pcId; },
     get messagesIn() { return call.messagesIn; },
+    get events() { return call.events.slice(); },
     get cameraAsked() { return call.cameraAsked; },
     get cameraSending() { return Boolean(call.cameraSent); },
   };
