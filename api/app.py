@@ -11,9 +11,11 @@ this process hosts.
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
@@ -28,6 +30,7 @@ from bot.engines import EmbeddedModels
 from bot.settings import Settings
 
 HEARTBEAT_S = 10.0
+CONSOLE_DIR = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings, *, models: EmbeddedModels | None = None, heartbeat_s: float = HEARTBEAT_S) -> FastAPI:
@@ -125,6 +128,13 @@ def create_app(settings: Settings, *, models: EmbeddedModels | None = None, hear
     app.include_router(replicas.router)
     app.include_router(rooms.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        """A small page to list, start and end conversations (it asks for the API key)."""
+        return FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/ui", StaticFiles(directory=CONSOLE_DIR), name="ui")
     return app
 
 

@@ -68,6 +68,7 @@ class LiveConversation:
     meeting_token_sha256: str | None
     room: Any = None
     bots: set[ConversationBot] = field(default_factory=set)
+    transports: dict[ConversationBot, Any] = field(default_factory=dict)
     peers_joined: int = 0
     timers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     records: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -193,6 +194,7 @@ class LiveConversations:
         @transport.event_handler("on_client_connected")
         async def _joined(_transport, *_args):
             live.peers_joined += 1
+            await _send_system(transport, cid, "system.replica_joined", {"replica_id": live.persona.replica_id})
             greeting = bot.conversation.greeting
             if greeting and live.persona.pipeline_mode != "echo":
                 # Spoken straight to TTS (no LLM text), so the observer never sees it as an utterance.
@@ -212,10 +214,12 @@ class LiveConversations:
             transport, bot, connected_event="on_client_connected", disconnected_event="on_client_disconnected"
         )
         live.bots.add(bot)
+        live.transports[bot] = transport
         try:
             await bot.run()
         finally:
             live.bots.discard(bot)
+            live.transports.pop(bot, None)
             if not live.bots and live.ending is None:
                 # The last peer left: the call ends unless someone joins within the timeout.
                 live.timers["participant_left_timeout"] = asyncio.create_task(
@@ -262,6 +266,13 @@ class LiveConversations:
             timer.cancel()
         live.timers.clear()
         try:
+            # The peers hear why before the bots leave.
+            await asyncio.gather(
+                *(
+                    _send_system(transport, cid, "system.shutdown", {"shutdown_reason": reason})
+                    for transport in list(live.transports.values())
+                )
+            )
             await asyncio.gather(*(bot.stop(reason) for bot in list(live.bots)), return_exceptions=True)
             if live.room is not None:
                 await live.room.close()
@@ -286,3 +297,16 @@ class LiveConversations:
                 f"api: conversation {cid} ended ({final_reason}{'' if ended_here else '; already marked ended'})"
             )
 
+
+async def _send_system(transport, conversation_id: str, event_type: str, properties: dict[str, Any]) -> None:
+    """A system event to the peer on the call's data channel, in the webhook envelope."""
+    message = {
+        "message_type": "system",
+        "event_type": event_type,
+        "conversation_id": conversation_id,
+        "properties": properties,
+    }
+    try:
+        await asyncio.wait_for(transport.output().send_message(OutputTransportMessageUrgentFrame(message=message)), 1.0)
+    except (TimeoutError, ConnectionError, RuntimeError) as e:
+        logger.debug(f"api: {event_type} not sent to a peer of {conversation_id}: {e}")
