@@ -17,6 +17,9 @@ T = TypeVar("T")
 ConversationStatus = Literal["active", "ended"]
 
 
+MALFORMED_BODY = {"description": "The body is not JSON"}
+
+
 class ErrorPublic(BaseModel):
     """Every error body: one sentence naming what was wrong and what is allowed."""
 
@@ -80,14 +83,18 @@ def _http_url(value: str | None) -> str | None:
 class ConversationCreate(StrictModel):
     """The body of ``POST /v2/conversations``."""
 
-    replica_id: str | None = Field(default=None, max_length=120, description="The face; default: the persona's.")
+    replica_id: str | None = Field(
+        default=None, min_length=1, max_length=120, description="The face; default: the persona's."
+    )
     persona_id: str | None = Field(
-        default=None, max_length=80, description="The behaviour; default: the server's default persona."
+        default=None, min_length=1, max_length=80, description="The behaviour; default: the server's default persona."
     )
     conversation_name: str | None = Field(default=None, max_length=200)
     conversational_context: str | None = Field(default=None, max_length=20000)
     custom_greeting: str | None = Field(default=None, max_length=2000)
-    callback_url: str | None = Field(default=None, max_length=2000, description="Receives the webhooks.")
+    callback_url: str | None = Field(
+        default=None, max_length=2000, pattern=r"^https?://[^/\s]+", description="Receives the webhooks."
+    )
     audio_only: bool = Field(default=False, description="No replica video: voice only.")
     require_auth: bool = Field(default=False, description="The page must present the returned meeting_token.")
     test_mode: bool = Field(default=False, description="Create the record only: no room, no bot.")

@@ -19,6 +19,7 @@ from api.models import (
     ConversationVerbose,
     ErrorPublic,
     EventPublic,
+    MALFORMED_BODY,
     ListPublic,
     TranscriptEntry,
     ValidationErrorPublic,
@@ -83,7 +84,9 @@ async def _get_row(request: Request, conversation_id: str) -> ConversationRow:
     response_model=ConversationCreated,
     response_model_exclude_none=False,
     summary="Create a conversation",
-    responses={422: {"model": ValidationErrorPublic}, 503: {"model": ErrorPublic}},
+    responses={
+        400: {"model": ErrorPublic, **MALFORMED_BODY}, 422: {"model": ValidationErrorPublic}, 503: {"model": ErrorPublic},
+    },
 )
 async def create_conversation(body: ConversationCreate, request: Request, key_id: Annotated[str, Depends(require_api_key)]):
     """A room with a replica waiting in it; ``conversation_url`` is its page.

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from api.auth import require_api_key
 from api.catalog import public, resolve_persona, row_public, storable
 from api.errors import ApiError, describe_validation_error, not_found
-from api.models import ErrorPublic, JsonPatchOperation, ListPublic, PersonaCreate, PersonaPublic, ValidationErrorPublic
+from api.models import MALFORMED_BODY, ErrorPublic, JsonPatchOperation, ListPublic, PersonaCreate, PersonaPublic, ValidationErrorPublic
 from api.storage import new_id
 from personas import list_personas, load_persona
 from personas.model import Persona
@@ -39,7 +39,10 @@ def _validated(data: dict) -> Persona:
 
 
 @router.post(
-    "", response_model=PersonaPublic, summary="Create a persona", responses={422: {"model": ValidationErrorPublic}}
+    "",
+    response_model=PersonaPublic,
+    summary="Create a persona",
+    responses={400: {"model": ErrorPublic, **MALFORMED_BODY}, 422: {"model": ValidationErrorPublic}},
 )
 async def create_persona(body: PersonaCreate, request: Request):
     persona = Persona.model_validate(body.model_dump())
@@ -75,7 +78,13 @@ async def get_persona(persona_id: str, request: Request):
     "/{persona_id}",
     response_model=PersonaPublic,
     summary="Change a persona (RFC 6902 JSON Patch)",
-    responses={403: {"model": ErrorPublic}, 404: {"model": ErrorPublic}, 422: {"model": ValidationErrorPublic}},
+    responses={
+        400: {"model": ErrorPublic, **MALFORMED_BODY},
+        403: {"model": ErrorPublic},
+        404: {"model": ErrorPublic},
+        409: {"model": ErrorPublic, "description": "A test operation failed; nothing was changed"},
+        422: {"model": ValidationErrorPublic},
+    },
 )
 async def patch_persona(
     persona_id: str,

@@ -169,7 +169,7 @@ def test_unknown_ids_are_404s_naming_the_id(client):
         ({"persona_id": "ava", "replica_id": "ghost"}, "replica_id: replica 'ghost' not found; available: ada, eileen, leo"),
         ({"persona_id": "ava", "language": "fr"}, "unknown field(s) language"),
         ({"persona_id": "ava", "properties": {"enable_recording": True}}, "properties: unknown field(s) enable_recording"),
-        ({"persona_id": "ava", "callback_url": "ftp://x"}, "callback_url: must be an http:// or https:// URL; got 'ftp://x'"),
+        ({"persona_id": "ava", "callback_url": "ftp://x"}, "callback_url: String should match pattern '^https?://[^/\\s]+'; got 'ftp://x'"),
         ({"persona_id": "ava", "properties": {"max_call_duration": 0}}, "properties.max_call_duration: Input should be greater than or equal to 1; got 0"),
         ({"persona_id": "nova"}, "OPENAI_API_KEY is required by persona 'nova'"),
     ],
