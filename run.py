@@ -232,6 +232,8 @@ def cmd_daily(args, settings) -> int:
         print(f"Daily room: {room_url} (share it; it expires in 1 h)", flush=True)
     else:
         room_url = validate_room_url(args.room_url)
+        if args.token is not None:
+            print("warning: --token is visible to anyone who can list processes; prefer DAILY_TOKEN", file=sys.stderr)
         token = args.token or (settings.daily_token.get_secret_value() if settings.daily_token else None)
     asyncio.run(
         run_daily_room(settings, room_url=room_url, token=token, persona_name=args.persona, timeouts=timeouts)
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     _configure_logging(settings.cvi_log_level)
     # Errors a user can fix: one clear line, no traceback.
-    from bot.daily import DailyJoinError
+    from bot.daily import DailyJoinError, EngineKeyRejectedError
     from bot.engines import EngineConfigError, TavusRejectedError
     from bot.rooms import RoomUrlError
     from bot.settings import MissingKeyError
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     user_errors = (
         CliError, EngineConfigError, RoomUrlError, MissingKeyError, TalkInputError,
         PersonaNotFoundError, LlamaServerError, WeightsError, TimeoutError, DailyJoinError, TavusRejectedError,
+        EngineKeyRejectedError,
     )
     try:
         from processors.replica.assets import ReplicaCreationError

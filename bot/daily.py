@@ -30,7 +30,7 @@ from typing import Any
 from loguru import logger
 
 from bot.engines import EmbeddedModels, check_persona
-from bot.pipeline import Conversation, ConversationBot, transport_media_params
+from bot.pipeline import KEY_REJECTED_PREFIX, Conversation, ConversationBot, transport_media_params
 from bot.settings import Settings
 from personas import load_persona
 
@@ -48,6 +48,10 @@ CREATED_ROOM_TTL_S = 3600
 
 class DailyJoinError(RuntimeError):
     """Daily refused the bot's join (token, room or network); the message names the cause."""
+
+
+class EngineKeyRejectedError(RuntimeError):
+    """A cloud engine rejected its key mid-call; the call was ended. Retrying will not help."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,8 @@ async def run_daily_bot(
     if room.join_error:
         raise DailyJoinError(room.join_error)
     reason = bot.shutdown_reason or "pipeline ended"
+    if reason.startswith(KEY_REJECTED_PREFIX):
+        raise EngineKeyRejectedError(f"the call in {room_url} ended: {reason}")
     logger.info(f"{bot}: conversation ended: {reason}")
     return reason
 

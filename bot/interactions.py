@@ -303,8 +303,11 @@ def client_message_frames(message: Any) -> list:
     if event == "conversation.echo":
         return [TTSSpeakFrame(text("text"))]
     if event == "conversation.respond":
+        # InterruptionFrame, not InterruptionWorkerFrame: the worker frame makes a
+        # round trip through the pipeline and, on a busy machine, lands after the
+        # LLM has started on this message, cancelling the reply it asked for.
         return [
-            InterruptionWorkerFrame(),
+            InterruptionFrame(),
             LLMMessagesAppendFrame(messages=[{"role": "user", "content": text("text")}], run_llm=True),
         ]
     if event == "conversation.interrupt":

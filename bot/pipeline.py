@@ -86,6 +86,24 @@ def camera_in_framerate(persona: Persona) -> int | None:
     return PERCEPTION_FRAMERATE
 
 
+# The shutdown reason of a call ended because a cloud engine rejected its key.
+KEY_REJECTED_PREFIX = "a cloud engine rejected its key:"
+
+
+def key_rejection(frame) -> str | None:
+    """For an ``ErrorFrame`` that says a service's key was rejected (HTTP 401/403), what to tell the user."""
+    exception = getattr(frame, "exception", None)
+    status = getattr(exception, "status_code", None) or getattr(exception, "status", None)
+    text = str(getattr(frame, "error", "") or "")
+    lowered = text.lower()
+    if status in (401, 403) or any(
+        sign in lowered for sign in ("401", "403 forbidden", "unauthorized", "invalid api key", "invalid_api_key", "incorrect api key")
+    ):
+        processor = getattr(frame, "processor", None)
+        return f"{processor or 'a service'} answered {status or 'unauthorized'}; check its API key in .env"
+    return None
+
+
 def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[str, Any]:
     """Media settings every transport shares for this persona (TransportParams fields)."""
     replica = persona.layers.replica
@@ -247,7 +265,18 @@ class ConversationBot:
             enable_rtvi=False,
             idle_timeout_secs=None,
         )
+        self.worker.event_handler("on_pipeline_error")(self._on_pipeline_error)
         return self.worker
+
+    async def _on_pipeline_error(self, _worker, frame) -> None:
+        # A cloud engine that rejects its key would leave a mute bot: end the call instead.
+        rejected = key_rejection(frame)
+        processor = getattr(frame, "processor", None)
+        if rejected:
+            await self.stop(f"{KEY_REJECTED_PREFIX} {rejected}")
+        elif processor is not None and not processor.is_usable:
+            # An engine that cannot recover: the call ends rather than going on without it.
+            await self.stop(f"{processor} can no longer do its job")
 
     async def greet(self) -> None:
         """Say the greeting, or let the LLM open when there is none."""

@@ -92,7 +92,7 @@ class OnDemandTavusVideoService(TavusVideoService):
         if client.conversation_id is None:
             # TavusTransportClient logs and swallows the failure; it is fatal here.
             self._client = None
-            await self.push_error(f"{self}: Tavus did not create a conversation", fatal=True)
+            await self.push_error(f"{self}: Tavus did not create a conversation", force_treat_as_permanent=True)
             return
         logger.info(f"{self}: Tavus conversation {client.conversation_id} created")
         await client.join()

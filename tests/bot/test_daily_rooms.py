@@ -69,11 +69,11 @@ async def start_call(daily, settings):
     models = EmbeddedModels(settings)
     calls: list[Call] = []
 
-    async def start(persona: Persona = ECHO, **timeouts) -> Call:
+    async def start(persona: Persona = ECHO, bot_settings=None, **timeouts) -> Call:
         transport = build_daily_transport(persona, room_url=ROOM, token="tok")
         bot = ConversationBot(
             conversation=Conversation(persona=persona, persona_name="echo_test"),
-            transport=transport, settings=settings, models=models,
+            transport=transport, settings=bot_settings or settings, models=models,
         )
         await bot.build()
         task = asyncio.create_task(
@@ -223,6 +223,48 @@ async def test_app_messages_only_from_the_people_it_serves(start_call):
     await client.app_message(echo("Hi Alice."), sender="alice")
     await until(lambda: "conversation.replica.started_speaking" in client.events_sent(), 20)
     assert len(handled) == 1
+
+
+async def test_a_cloud_engine_rejecting_its_key_ends_the_call(start_call):
+    from aiohttp import web
+    from pydantic import SecretStr
+
+    from bot.daily import EngineKeyRejectedError
+    from bot.settings import Settings
+
+    async def completions(request):
+        return web.json_response(
+            {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}},
+            status=401,
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        persona = Persona.model_validate({
+            "persona_name": "Cloud LLM test", "system_prompt": "Be brief.",
+            "layers": {
+                "stt": {"stt_engine": "openai"},
+                "llm": {"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "rejected"},
+                "tts": {"tts_engine": "piper"}, "replica": {"replica_engine": "off"},
+            },
+        })
+        call = await start_call(persona, bot_settings=Settings(_env_file=None, openai_api_key=SecretStr("sk-test")))
+        await call.joined()
+        await call.client.person_joins("alice", "Alice")
+        respond = {"message_type": "conversation", "event_type": "conversation.respond", "properties": {"text": "Hi"}}
+        await call.client.app_message(respond, sender="alice")
+        with pytest.raises(EngineKeyRejectedError) as err:
+            await call.ended(timeout_s=20)
+        assert "rejected its key" in str(err.value) and "401" in str(err.value)
+        assert call.client.left
+    finally:
+        await runner.cleanup()
 
 
 async def test_stop_leaves_the_room(start_call):

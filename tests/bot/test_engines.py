@@ -1,7 +1,7 @@
 """Persona layers -> services: keys, sensitivities, room URLs, client messages."""
 
 import pytest
-from pipecat.frames.frames import InterruptionWorkerFrame, LLMMessagesAppendFrame, TTSSpeakFrame
+from pipecat.frames.frames import InterruptionFrame, InterruptionWorkerFrame, LLMMessagesAppendFrame, TTSSpeakFrame
 from pipecat.turns.user_start import MinWordsUserTurnStartStrategy, VADUserTurnStartStrategy
 from pydantic import SecretStr
 
@@ -116,7 +116,7 @@ def test_client_messages_become_frames():
 
     assert isinstance(client_message_frames(msg("conversation.echo", text="hi"))[0], TTSSpeakFrame)
     respond = client_message_frames(msg("conversation.respond", text="hello"))
-    assert isinstance(respond[0], InterruptionWorkerFrame) and isinstance(respond[1], LLMMessagesAppendFrame)
+    assert isinstance(respond[0], InterruptionFrame) and isinstance(respond[1], LLMMessagesAppendFrame)
     assert respond[1].messages == [{"role": "user", "content": "hello"}]
     assert isinstance(client_message_frames(msg("conversation.interrupt"))[0], InterruptionWorkerFrame)
     with pytest.raises(ValueError, match="properties.text"):

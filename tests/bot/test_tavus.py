@@ -6,7 +6,6 @@ client joins the conversation's room through the same fake.
 """
 
 import asyncio
-import statistics
 import time
 
 import pytest
@@ -110,10 +109,10 @@ async def tavus_call(monkeypatch, tavus):
     models = EmbeddedModels(settings)
     started = []
 
-    async def start(**timeouts):
-        transport = build_daily_transport(TAVUS_ECHO, room_url=ROOM, token="tok")
+    async def start(persona: Persona = TAVUS_ECHO, **timeouts):
+        transport = build_daily_transport(persona, room_url=ROOM, token="tok")
         bot = ConversationBot(
-            conversation=Conversation(persona=TAVUS_ECHO, persona_name="tavus_echo"),
+            conversation=Conversation(persona=persona, persona_name="tavus_echo"),
             transport=transport, settings=settings, models=models,
         )
         await bot.build()
@@ -177,7 +176,9 @@ class _Frame:
 
 async def test_tavus_frames_reach_the_output_at_its_rate(tavus_call, tavus):
     start, daily = tavus_call
-    _, _, room, transport = await start()
+    small = {"replica_engine": "tavus", "replica_id": REPLICA, "width": 320, "height": 180}
+    persona = TAVUS_ECHO.model_copy(update={"layers": TAVUS_ECHO.layers.model_copy(update={"replica": ReplicaLayer(**small)})})
+    _, _, room, transport = await start(persona)
     written: list[float] = []
     output = transport.output()
     original = output.write_video_frame
@@ -196,23 +197,27 @@ async def test_tavus_frames_reach_the_output_at_its_rate(tavus_call, tavus):
     await until(lambda: "replica" in replica_room.video_renderers, 10)
 
     sent = 90  # 3 s of Tavus video at 30 fps
-    frame = _Frame(320, 180)
+    frame = _Frame(320, 180)  # the persona's size: nothing to scale
+    sent_at: list[float] = []
 
     def tavus_sends() -> None:
         t0 = time.monotonic()
         for i in range(sent):
             time.sleep(max(0.0, t0 + i / 30 - time.monotonic()))
             replica_room.send_video("replica", frame)
+            sent_at.append(time.monotonic())
 
     first = len(written)
-    started = time.monotonic()
     await asyncio.to_thread(tavus_sends)
-    await asyncio.sleep(0.3)
+    await until(lambda: len(written) - first >= sent, 5)
     out = written[first:]
-    assert len(out) >= sent - 3, f"only {len(out)} of {sent} frames reached the output"
-    # They leave as they came: at 30 fps, not paced at a slower rate that falls behind.
-    assert out[-1] - started < sent / 30 + 0.35, f"output took {out[-1] - started:.2f} s for {sent / 30:.1f} s of video"
-    assert statistics.median(b - a for a, b in zip(out, out[1:])) < 1 / 30 + 0.006
+    # They leave at Tavus's rate: paced any slower (the persona's 25 fps), the
+    # video would fall further behind the voice with every second.
+    sent_rate = (sent - 1) / (sent_at[-1] - sent_at[0])
+    if sent_rate < 28:
+        pytest.skip(f"this machine is too busy to send 30 fps ({sent_rate:.1f})")
+    rate = (len(out) - 1) / (out[-1] - out[0])
+    assert rate > 27.5, f"output at {rate:.1f} fps for {sent_rate:.1f} fps in"
 
 
 async def test_sigterm_of_run_py_ends_the_tavus_conversation(tavus):
@@ -240,3 +245,13 @@ async def test_sigterm_of_run_py_ends_the_tavus_conversation(tavus):
     (cid,) = tavus.created
     assert cid in tavus.ended and tavus.ended[cid] - signalled < 5
     assert GOOD_KEY not in stderr.decode(), "the Tavus key must not be logged"
+
+
+async def test_a_conversation_tavus_will_not_create_ends_the_call(tavus_call, tavus):
+    start, _ = tavus_call
+    bot, task, room, _ = await start()
+    tavus.replicas.clear()  # the replica is gone by the time someone joins
+    await room.person_joins("alice", "Alice")
+    reason = await asyncio.wait_for(task, 10)
+    assert "OnDemandTavusVideoService" in reason and "can no longer do its job" in reason
+    assert tavus.created == {}
