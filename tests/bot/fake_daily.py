@@ -187,7 +187,7 @@ def install_for_process(script: dict[str, Any]) -> FakeDaily:
     FakeCallClient.leave = leave
 
     def on_join(client: FakeCallClient) -> None:
-        print(f"FAKE-DAILY joined {client.room_url}", flush=True)
+        print(f"FAKE-DAILY joined {client.room_url} with token {client.token}", flush=True)
         if script.get("people") is None or client.room_url != script.get("room_url"):
             return
 

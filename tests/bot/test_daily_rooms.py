@@ -326,6 +326,7 @@ async def test_a_signal_makes_run_py_leave_the_room_within_5_s(sig):
             proc.kill()
             await proc.wait()
     out += rest.decode().splitlines()
+    assert f"FAKE-DAILY joined {ROOM} with token secret-token" in out, "the token comes from DAILY_TOKEN"
     assert f"FAKE-DAILY left {ROOM}" in out, out
     assert took < 5, f"{sig}: {took:.1f} s to leave"
     assert proc.returncode == 0, stderr.decode()[-2000:]
@@ -349,3 +350,49 @@ async def test_a_refused_join_ends_run_py_in_seconds_with_one_line():
     assert "token expired" in line and ROOM in line
     assert "Traceback" not in text
     assert time.monotonic() - started < 10
+
+
+async def test_create_room_makes_a_room_and_an_expiring_token_and_joins_it():
+    from aiohttp import web
+
+    seen: dict[str, dict] = {}
+
+    async def rooms(request):
+        assert request.headers["Authorization"] == "Bearer daily-key"
+        seen["room"] = await request.json()
+        return web.json_response({
+            "id": "r-1", "name": "made-here", "api_created": True, "privacy": "public",
+            "url": "https://acme.daily.co/made-here", "created_at": "2026-12-01T00:00:00.000Z",
+            "config": seen["room"].get("properties", {}),
+        })
+
+    async def tokens(request):
+        assert request.headers["Authorization"] == "Bearer daily-key"
+        seen["token"] = await request.json()
+        return web.json_response({"token": "made-token"})
+
+    app = web.Application()
+    app.router.add_post("/rooms", rooms)
+    app.router.add_post("/meeting-tokens", tokens)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        proc = await start_run_py(
+            {}, "--create-room", "--persona", "echo", "--participant-absent-timeout", "0.5",
+            extra_env={"DAILY_API_KEY": "daily-key", "DAILY_API_URL": f"http://127.0.0.1:{port}"},
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    finally:
+        await runner.cleanup()
+    out = stdout.decode()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert "Daily room: https://acme.daily.co/made-here" in out
+    assert "FAKE-DAILY joined https://acme.daily.co/made-here with token made-token" in out
+    now = time.time()
+    assert now < seen["room"]["properties"]["exp"] <= now + 3700
+    props = seen["token"]["properties"]
+    assert props["room_name"] == "made-here" and now < props["exp"] <= now + 3700
+    assert "participant_absent_timeout reached" in stderr.decode()
