@@ -96,6 +96,8 @@ class DailyRoom:
 
     def __init__(self, transport, bot: ConversationBot, *, timeouts: RoomTimeouts, room_url: str):
         self._bot = bot
+        self._transport = transport
+        self._call_gone = False
         self._timeouts = timeouts
         self._room_url = room_url
         self.humans: set[str] = set()
@@ -127,7 +129,26 @@ class DailyRoom:
         for timer in (self._presence_timer, self._duration_timer):
             if timer is not None and timer is not current:
                 timer.cancel()
+        if self.joined and not self._call_gone:
+            await self._send_shutdown(reason)
         await self._bot.stop(reason)
+
+    async def _send_shutdown(self, reason: str) -> None:
+        """``system.shutdown`` to the people in the room, in the webhook envelope, before leaving."""
+        from pipecat.frames.frames import OutputTransportMessageUrgentFrame
+
+        message = {
+            "message_type": "system",
+            "event_type": "system.shutdown",
+            "conversation_id": self._bot.conversation.conversation_id,
+            "properties": {"shutdown_reason": reason},
+        }
+        try:
+            await asyncio.wait_for(
+                self._transport.output().send_message(OutputTransportMessageUrgentFrame(message=message)), 1.0
+            )
+        except (TimeoutError, ConnectionError, RuntimeError) as e:
+            logger.debug(f"{self._bot}: system.shutdown not sent: {e}")
 
     def _start_presence_timer(self, seconds: float, reason: str) -> None:
         if self._presence_timer is not None:
@@ -162,6 +183,7 @@ class DailyRoom:
 
     async def _on_call_state_updated(self, _transport, state: str) -> None:
         if state == "left" and not self._ending:
+            self._call_gone = True
             await self.end("the call ended under the bot (ejected, the meeting ended or the room was deleted)")
 
     async def _on_participant_joined(self, _transport, participant: dict[str, Any]) -> None:

@@ -185,6 +185,8 @@ async def test_an_empty_room_ends_after_the_absent_timeout(start_call):
     assert reason == "participant_absent_timeout reached"
     assert 0.4 < time.monotonic() - started < 5
     assert call.client.left
+    shutdown = [m for m, _ in call.client.sent if m.get("event_type") == "system.shutdown"]
+    assert shutdown and shutdown[0]["properties"]["shutdown_reason"] == "participant_absent_timeout reached"
 
 
 async def test_a_bot_in_the_room_does_not_keep_it_alive(start_call):
