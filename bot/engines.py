@@ -41,6 +41,9 @@ VAD_STOP_SECS = {"low": 0.45, "medium": 0.3, "high": 0.15}
 SMART_TURN_MAX_SILENCE = {"low": 1.0, "medium": 2.0, "high": 3.5}
 # When Smart Turn hesitates, a finished-looking transcript ends the turn after this silence.
 TRANSCRIPT_GRACE = {"low": 0.2, "medium": 0.4, "high": 0.9}
+# A turn that does not end in a question mark ends only after this much silence
+# (a second sentence of the same thought often follows 0.3-0.8 s later).
+STATEMENT_HOLD = {"low": 0.9, "medium": 1.2, "high": 1.6}
 SPEECH_TIMEOUT = {"low": 0.4, "medium": 0.7, "high": 1.2}
 # Interrupt sensitivity: how much speech it takes to count as the user talking.
 VAD_START = {"low": (0.35, 0.8), "medium": (0.2, 0.7), "high": (0.12, 0.6)}
@@ -444,6 +447,7 @@ def build_user_params(persona: Persona) -> LLMUserAggregatorParams:
                     params=SmartTurnParams(stop_secs=SMART_TURN_MAX_SILENCE[flow.turn_taking_patience])
                 ),
                 grace_secs=TRANSCRIPT_GRACE[flow.turn_taking_patience],
+                statement_hold_secs=STATEMENT_HOLD[flow.turn_taking_patience],
                 # The early reply: the LLM starts on the pause's transcript before the turn ends.
                 speculate=persona.layers.llm.speculative_inference,
             )

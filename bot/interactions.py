@@ -169,6 +169,13 @@ class TurnObserver(BaseObserver):
             turn.mark("end_of_turn", now)
             self._user_text = []
             self._transcript_at = None
+            if turn.transcript:
+                # One line per user turn, however many pauses it had.
+                logger.debug(f"{self}: user said [{turn.transcript}]")
+                await self._emit(
+                    "conversation.utterance", {"role": "user", "speech": turn.transcript, "final": True},
+                    turn.inference_id,
+                )
             await self._emit("conversation.user.stopped_speaking", {}, turn.inference_id)
         elif isinstance(frame, InterimTranscriptionFrame):
             await self._emit(
@@ -176,11 +183,12 @@ class TurnObserver(BaseObserver):
                 {"role": "user", "speech": frame.text, "final": False},
             )
         elif isinstance(frame, TranscriptionFrame):
+            # The words so far; the turn may go on after a pause, so the line
+            # stays open (final=False) until the turn ends.
             self._user_text.append(frame.text.strip())
             self._transcript_at = now
             text = " ".join(t for t in self._user_text if t)
-            logger.debug(f"{self}: user said [{text}]")
-            await self._emit("conversation.utterance", {"role": "user", "speech": text, "final": True})
+            await self._emit("conversation.utterance", {"role": "user", "speech": text, "final": False})
         elif isinstance(frame, LLMFullResponseStartFrame):
             if self._turn is None or "llm_first_token" in self._turn.marks:
                 self._new_turn()

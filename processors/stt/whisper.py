@@ -6,10 +6,21 @@ utterance to one; on two CPU cores the encoder then costs about 0.8 s for a
 inputs, so ``transcribe_trimmed`` encodes only the utterance plus a second of
 silence and decodes greedily: the same words, about five times sooner. Audio
 longer than 28 s takes faster-whisper's own path.
+
+Greedy decoding on a short window sometimes falls into Whisper's repetition
+failure ("I love seafood I love seafood I love seafood ..."). It is guarded
+the way faster-whisper guards its own decoding: a decode that runs into its
+length limit, compresses too well (``COMPRESSION_RATIO_THRESHOLD``), is too
+unsure (``LOG_PROB_THRESHOLD``) or repeats itself is decoded again, on a
+window with more silence after the speech (where Whisper knows the speech has
+ended), and the better of the two is kept. Whatever is kept has any span that
+still repeats back to back collapsed to one (``collapse_repeats``).
 """
 
 import asyncio
+import re
 import threading
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +41,14 @@ RESUME_AFTER_LOUD_SECS = 0.04
 QUIET_DBFS = -42.0
 TAIL_SILENCE_SECS = 1.0
 MAX_TRIMMED_SECS = 28.0
+# The repetition guard (faster-whisper's defaults for the first two).
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+FALLBACK_TAIL_SILENCE_SECS = 3.0
+# Longest transcript for an utterance: fast speech is about 5 tokens a second;
+# a loop stops here instead of at max_tokens.
+MIN_TOKEN_LIMIT = 16
+TOKENS_PER_SEC = 8.0
 
 _models: dict[tuple[str, str, int], WhisperModel] = {}
 _models_lock = threading.Lock()
@@ -47,6 +66,109 @@ def shared_whisper_model(model: str, *, compute_type: str = "int8", cpu_threads:
             logger.debug(f"Loading Whisper model {model} ({compute_type}, {cpu_threads} threads)")
             _models[key] = WhisperModel(model, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
         return _models[key]
+
+
+def _words_key(word: str) -> str:
+    return re.sub(r"[^\w']+", "", word.lower())
+
+
+def collapse_repeats(text: str) -> str:
+    """``text`` with every span repeated back to back kept once.
+
+    A span of three or more words said twice in a row, or of two words said
+    three times, is Whisper looping rather than a person talking ("very very"
+    and "no, no" stay). A loop cut off by the length limit leaves a partial
+    copy at the end; that goes too.
+    """
+    words = text.split()
+    keys = [_words_key(w) for w in words]
+    out: list[str] = []
+    i = 0
+    n = len(words)
+    while i < n:
+        for span in range(2, min(n - i, 40) // 2 + 1):  # the shortest period first
+            if not any(keys[i : i + span]):
+                continue
+            copies = 1
+            while keys[i + copies * span : i + (copies + 1) * span] == keys[i : i + span]:
+                copies += 1
+            if copies >= (2 if span >= 3 else 3):
+                out.extend(words[i : i + span])
+                i += copies * span
+                rest, copy = keys[i:], keys[i - span : i]
+                if 0 < len(rest) < span and rest[:-1] == copy[: len(rest) - 1] and copy[len(rest) - 1].startswith(rest[-1]):
+                    i = n  # the cut-off start of one more copy
+                break
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
+
+
+def compression_ratio(text: str) -> float:
+    """How well ``text`` compresses (faster-whisper's measure: loops compress well)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+@dataclass
+class _Decoded:
+    text: str
+    avg_logprob: float
+    hit_limit: bool
+    no_speech_prob: float
+
+    @property
+    def degenerate(self) -> bool:
+        return (
+            self.hit_limit
+            or compression_ratio(self.text) > COMPRESSION_RATIO_THRESHOLD
+            or self.avg_logprob < LOG_PROB_THRESHOLD
+            or collapse_repeats(self.text) != self.text
+        )
+
+
+def _decode_trimmed(
+    model: WhisperModel,
+    audio: np.ndarray,
+    *,
+    tail_secs: float,
+    language: str | None,
+    prompt: str | None,
+    max_tokens: int,
+    beam_size: int,
+) -> _Decoded:
+    padded = np.concatenate([audio.astype(np.float32), np.zeros(int(tail_secs * SAMPLE_RATE), np.float32)])
+    features = model.feature_extractor(padded)
+    frames = features.shape[-1] - features.shape[-1] % 2  # the encoder's convolution halves it
+    features = np.ascontiguousarray(features[np.newaxis, :, :frames], dtype=np.float32)
+    multilingual = model.model.is_multilingual
+    encoded = model.encode(features)
+    if language is None and multilingual:
+        language = model.model.detect_language(encoded)[0][0][0].strip("<|>")
+    tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language or "en")
+    tokens: list[int] = []
+    if prompt:
+        tokens = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-200:]]
+    tokens += [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    result = model.model.generate(
+        encoded,
+        [tokens],
+        beam_size=beam_size,
+        max_length=max_tokens,
+        return_scores=True,
+        return_no_speech_prob=True,
+        suppress_blank=True,
+        repetition_penalty=1.05,
+        no_repeat_ngram_size=0,
+    )[0]
+    ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    return _Decoded(
+        text=tokenizer.decode(ids).strip(),
+        avg_logprob=result.scores[0],
+        hit_limit=len(result.sequences_ids[0]) >= max_tokens - 1,
+        no_speech_prob=result.no_speech_prob,
+    )
 
 
 def transcribe_trimmed(
@@ -71,40 +193,40 @@ def transcribe_trimmed(
         beam_size: 1 decodes greedily (fastest).
 
     Returns:
-        The text, stripped; empty for silence or noise.
+        The text, stripped, with no repetition loop; empty for silence or noise.
     """
-    if len(audio) / SAMPLE_RATE > MAX_TRIMMED_SECS:
-        segments, _ = model.transcribe(audio, language=language, initial_prompt=prompt, beam_size=1)
-        return " ".join(s.text.strip() for s in segments if s.no_speech_prob < no_speech_threshold)
-    padded = np.concatenate([audio.astype(np.float32), np.zeros(int(TAIL_SILENCE_SECS * SAMPLE_RATE), np.float32)])
-    features = model.feature_extractor(padded)
-    frames = features.shape[-1] - features.shape[-1] % 2  # the encoder's convolution halves it
-    features = np.ascontiguousarray(features[np.newaxis, :, :frames], dtype=np.float32)
-    multilingual = model.model.is_multilingual
-    if language is None and multilingual:
-        encoded = model.encode(features)
-        language = model.model.detect_language(encoded)[0][0][0].strip("<|>")
-    else:
-        encoded = model.encode(features)
-    tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language or "en")
-    tokens: list[int] = []
-    if prompt:
-        tokens = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-200:]]
-    tokens += [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-    result = model.model.generate(
-        encoded,
-        [tokens],
+    secs = len(audio) / SAMPLE_RATE
+    if secs > MAX_TRIMMED_SECS:
+        # faster-whisper's own path, with its temperature fallbacks; each
+        # 30 s window stands alone so one window's loop cannot seed the next.
+        segments, _ = model.transcribe(
+            audio,
+            language=language,
+            initial_prompt=prompt,
+            beam_size=1,
+            condition_on_previous_text=False,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+            log_prob_threshold=LOG_PROB_THRESHOLD,
+        )
+        return collapse_repeats(" ".join(s.text.strip() for s in segments if s.no_speech_prob < no_speech_threshold))
+    options = dict(
+        language=language,
+        prompt=prompt,
+        max_tokens=min(max_tokens, MIN_TOKEN_LIMIT + int(TOKENS_PER_SEC * secs)),
         beam_size=beam_size,
-        max_length=max_tokens,
-        return_no_speech_prob=True,
-        suppress_blank=True,
-        repetition_penalty=1.05,
-        no_repeat_ngram_size=0,
-    )[0]
-    if result.no_speech_prob > no_speech_threshold:
+    )
+    best = _decode_trimmed(model, audio, tail_secs=TAIL_SILENCE_SECS, **options)
+    if best.no_speech_prob > no_speech_threshold:
         return ""
-    ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-    return tokenizer.decode(ids).strip()
+    if best.degenerate:
+        # More silence after the speech: Whisper sees where it ends and stops there.
+        retry = _decode_trimmed(model, audio, tail_secs=FALLBACK_TAIL_SILENCE_SECS, **options)
+        logger.debug(f"Whisper: degenerate decode {best.text[:80]!r}; with more silence: {retry.text[:80]!r}")
+        if retry.no_speech_prob > no_speech_threshold:
+            return ""
+        if not retry.degenerate or retry.avg_logprob > best.avg_logprob:
+            best = retry
+    return collapse_repeats(best.text)
 
 
 @dataclass

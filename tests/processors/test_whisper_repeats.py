@@ -1,0 +1,36 @@
+"""Whisper's repetition loops, as they came out of it on synthesized questions, collapse to one copy;
+a person's own repeats stay."""
+
+import pytest
+
+from processors.stt.whisper import collapse_repeats, compression_ratio
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("looped", "meant"),
+    [
+        # Cut off by the length limit mid-copy, as Whisper base wrote them.
+        ("I love seafood I love seafood I love seafood I love seafood I", "I love seafood"),
+        ("Where should I eat tonight? Where should I eat tonight? Where sh", "Where should I eat tonight?"),
+        ("It is mainly a lot of money. It is mainly a lot of money. It i", "It is mainly a lot of money."),
+        ("Sintra, Sintra, Lotte, Sintra, Sintra, Lotte, Sintra, Sintra, Lotte, Sintr", "Sintra, Sintra, Lotte,"),
+        ("Do you have any advice? Do you have any advice?", "Do you have any advice?"),
+        ("I am tired. Do you have any advice? Do you have any advice? Do you", "I am tired. Do you have any advice?"),
+    ],
+)
+def test_loops_collapse_to_one_copy(looped, meant):
+    assert collapse_repeats(looped) == meant
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["very very good", "no, no, no.", "Hello? Hello?", "I think, I think we should go.", "the the the cat", ""],
+)
+def test_a_persons_own_repeats_stay(said):
+    assert collapse_repeats(said) == said
+
+
+def test_a_long_loop_compresses_past_the_threshold():
+    assert compression_ratio("What would you skate? " * 20) > 2.4 > compression_ratio("What would you suggest?")
