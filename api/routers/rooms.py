@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from api.errors import ApiError, describe_validation_error
-from bot.devroom import STATIC_DIR, IceCandidatesPatch, WebRTCAnswer, WebRTCOffer
+from bot.devroom import STATIC_DIR, IceCandidatesPatch, PeerLeave, WebRTCAnswer, WebRTCOffer
 
 TOKEN_COOKIE = "cvi_meeting_token"
 
@@ -91,14 +91,9 @@ async def leave(
     """The page's ``pagehide`` beacon: its peer's bot ends now."""
     live = _live(request, conversation_id)
     _check_token(live, _presented(request, x_meeting_token))
-    handle_leave = getattr(live.room, "handle_leave", None)
-    if handle_leave is None:
-        return JSONResponse({"status": "ignored"})
-    from bot.devroom import PeerLeave
-
     try:
         body = PeerLeave.model_validate_json(await request.body())
     except ValidationError as e:
         raise ApiError(422, "; ".join(describe_validation_error(err) for err in e.errors(include_url=False))) from e
-    await handle_leave(body)
+    await live.room.handle_leave(body)
     return JSONResponse({"status": "ok"})

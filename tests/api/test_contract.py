@@ -102,6 +102,10 @@ def test_a_created_conversation_has_a_page_bound_to_it_and_ends_on_request(clien
     page = client.get(f"/conversations/{cid}/")
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert client.get(f"/conversations/{cid}", follow_redirects=False).headers["location"] == f"/conversations/{cid}/"
+    # The page's leave beacon reaches this conversation's room (text/plain, as sendBeacon posts it).
+    leave = client.post(f"/conversations/{cid}/api/leave", content='{"pc_id": "nobody"}', headers={"content-type": "text/plain"})
+    assert leave.status_code == 404 and "'nobody' not found" in leave.json()["error"]
+    assert client.post(f"/conversations/{cid}/api/leave", content="{}").status_code == 422
 
     got = client.get(f"/v2/conversations/{cid}", headers=AUTH).json()
     assert got["custom_greeting"] == "Hello there" and got["conversation_name"] == "demo"
