@@ -224,6 +224,11 @@ async def talk_once(
     speech = read_speech(wav)
     persona = load_persona(persona_name)
     check_persona(persona, settings, name=persona_name)
+    if persona.pipeline_mode == "echo":
+        raise TalkInputError(
+            f"persona {persona_name!r} has pipeline_mode='echo': it hears nothing and says only what "
+            "conversation.echo sends; talk needs a persona with pipeline_mode='full'"
+        )
     await models.prepare(persona)
     transport = FileTransport(speech)
     bot = ConversationBot(

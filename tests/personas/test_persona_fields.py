@@ -8,6 +8,7 @@ expects ``check_persona`` to refuse the persona naming the field.
 """
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,6 +108,20 @@ def check_pipeline_mode():
     p = persona(top={"pipeline_mode": "echo"}, replica={"replica_engine": "off"})
     assert transport_media_params(p)["audio_in_enabled"] is False
     check_persona(p, Settings(_env_file=None), name="x")  # needs no STT or LLM engine
+    # talk hears a recording: an echo persona, which hears nothing, is refused.
+    import asyncio
+    import tempfile
+    import wave
+
+    from bot.talk import TalkInputError, talk_once
+
+    with tempfile.TemporaryDirectory() as folder:
+        wav = Path(folder) / "a.wav"
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes(bytes(16000))
+        with pytest.raises(TalkInputError, match="pipeline_mode='echo'"):
+            asyncio.run(talk_once(wav, persona_name="echo", settings=KEYS, models=models()))
 
 
 def check_perception_model():
