@@ -322,6 +322,25 @@ async def create_room(settings: Settings, *, ttl_s: int = CREATED_ROOM_TTL_S) ->
     return room.url, token
 
 
+async def _prepare_unless_signalled(models: EmbeddedModels, persona) -> bool:
+    """Load the engines; SIGTERM/SIGINT meanwhile stops loading (False) so the caller closes them."""
+    loop = asyncio.get_running_loop()
+    prepare = asyncio.create_task(models.prepare(persona))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, prepare.cancel)
+    try:
+        await prepare
+        return True
+    except asyncio.CancelledError:
+        if not prepare.cancelled():
+            raise
+        logger.info("signal received while the engines were loading; not joining")
+        return False
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 async def run_daily_room(
     settings: Settings,
     *,
@@ -344,7 +363,8 @@ async def run_daily_room(
         await validate_tavus(persona, settings)
     models = EmbeddedModels(settings)
     try:
-        await models.prepare(persona)
+        if not await _prepare_unless_signalled(models, persona):
+            return "signal received before the call started"
         transport = build_daily_transport(persona, room_url=room_url, token=token)
         bot = ConversationBot(
             conversation=Conversation(persona=persona, persona_name=persona_name),
