@@ -188,6 +188,8 @@ class DailyRoom:
 
     async def _on_participant_joined(self, _transport, participant: dict[str, Any]) -> None:
         pid = participant.get("id")
+        if self._ending:
+            return
         if not pid or is_bot(participant) or (participant.get("info") or {}).get("isLocal"):
             logger.info(f"{self._bot}: participant {pid} is a bot; not served")
             return
