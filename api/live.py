@@ -137,6 +137,63 @@ class LiveConversations:
         )
         logger.info(f"api: conversation {cid} open (persona {live.persona_name})")
 
+    async def open_daily(self, live: LiveConversation, *, room_url: str, token: str | None) -> None:
+        """The bot joins a Daily room (made through Daily's REST API) and serves the people in it.
+
+        Daily's own handlers (``bot.daily``) keep the room's timeouts; when
+        the bot's run ends, the conversation ends with the reason it gives.
+        """
+        from bot.daily import RoomTimeouts, build_daily_transport
+
+        cid = live.conversation_id
+        transport = build_daily_transport(live.persona, room_url=room_url, token=token)
+        bot = self._bot(live, transport)
+        await bot.build()
+
+        @transport.event_handler("on_joined")
+        async def _in_room(_transport, *_args):
+            await self._emit(cid, "system.replica_joined", "system", {"replica_id": live.persona.replica_id})
+
+        live.writer = asyncio.create_task(self._write_records(live), name=f"records-{cid}")
+        live.bots.add(bot)
+        live.transports[bot] = transport
+        self._live[cid] = live
+        props = live.properties
+        timeouts = RoomTimeouts(
+            participant_left_timeout=props["participant_left_timeout"],
+            participant_absent_timeout=props["participant_absent_timeout"],
+            max_call_duration=props["max_call_duration"],
+        )
+        live.timers["daily"] = asyncio.create_task(self._run_daily(live, transport, bot, room_url, timeouts))
+        logger.info(f"api: conversation {cid} in a Daily room (persona {live.persona_name})")
+
+    async def _run_daily(self, live: LiveConversation, transport, bot: ConversationBot, room_url: str, timeouts) -> None:
+        from bot.daily import DailyJoinError, EngineKeyRejectedError, run_daily_bot
+
+        try:
+            reason = await run_daily_bot(transport, bot, room_url=room_url, timeouts=timeouts, handle_signals=False)
+        except (DailyJoinError, EngineKeyRejectedError) as e:
+            reason = f"error: {e}"
+        live.bots.discard(bot)
+        live.transports.pop(bot, None)
+        live.timers.pop("daily", None)
+        self.end_soon(live.conversation_id, reason)
+
+    def _bot(self, live: LiveConversation, transport) -> ConversationBot:
+        return ConversationBot(
+            conversation=Conversation(
+                persona=live.persona,
+                persona_name=live.persona_name,
+                conversation_id=live.conversation_id,
+                conversational_context=live.conversational_context,
+                custom_greeting=live.custom_greeting,
+            ),
+            transport=transport,
+            settings=self._settings,
+            models=self._models,
+            extra_observers=[ConversationRecorder(live.records.put_nowait)],
+        )
+
     async def _end_after(self, conversation_id: str, seconds: float, reason: str) -> None:
         await asyncio.sleep(seconds)
         self.end_soon(conversation_id, reason)
@@ -175,19 +232,7 @@ class LiveConversations:
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(live.persona))
         )
-        bot = ConversationBot(
-            conversation=Conversation(
-                persona=live.persona,
-                persona_name=live.persona_name,
-                conversation_id=cid,
-                conversational_context=live.conversational_context,
-                custom_greeting=live.custom_greeting,
-            ),
-            transport=transport,
-            settings=self._settings,
-            models=self._models,
-            extra_observers=[ConversationRecorder(live.records.put_nowait)],
-        )
+        bot = self._bot(live, transport)
         await bot.build()
 
         # Registered before the bot's own handlers, so these run first.
@@ -262,6 +307,7 @@ class LiveConversations:
     async def _teardown(self, live: LiveConversation, reason: str) -> None:
         cid = live.conversation_id
         logger.info(f"api: conversation {cid} ending: {reason}")
+        daily_run = live.timers.pop("daily", None)
         for timer in live.timers.values():
             timer.cancel()
         live.timers.clear()
@@ -276,6 +322,13 @@ class LiveConversations:
             await asyncio.gather(*(bot.stop(reason) for bot in list(live.bots)), return_exceptions=True)
             if live.room is not None:
                 await live.room.close()
+            if daily_run is not None and daily_run is not asyncio.current_task():
+                # The bot leaves the Daily room as its pipeline ends.
+                try:
+                    await asyncio.wait_for(asyncio.shield(daily_run), self._bot_end_timeout_s)
+                except TimeoutError:
+                    daily_run.cancel()
+                    logger.warning(f"api: conversation {cid}: the Daily bot took too long to leave; cancelled")
             try:
                 await asyncio.wait_for(live.records.join(), self._bot_end_timeout_s)
             except TimeoutError:

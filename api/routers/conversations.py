@@ -85,11 +85,18 @@ async def _get_row(request: Request, conversation_id: str) -> ConversationRow:
     response_model_exclude_none=False,
     summary="Create a conversation",
     responses={
-        400: {"model": ErrorPublic, **MALFORMED_BODY}, 422: {"model": ValidationErrorPublic}, 503: {"model": ErrorPublic},
+        400: {"model": ErrorPublic, **MALFORMED_BODY},
+        422: {"model": ValidationErrorPublic},
+        502: {"model": ErrorPublic, "description": "Daily refused to create the room"},
+        503: {"model": ErrorPublic, "description": "The persona's engines could not start"},
     },
 )
 async def create_conversation(body: ConversationCreate, request: Request, key_id: Annotated[str, Depends(require_api_key)]):
     """A room with a replica waiting in it; ``conversation_url`` is its page.
+
+    Locally the page is this server's (``/conversations/{id}/``); with
+    ``DAILY_API_KEY`` set it is a Daily room made through Daily's REST API,
+    which the bot joins.
 
     ``test_mode`` creates the record only: no room, no bot, and it is
     returned already ended.
@@ -117,6 +124,10 @@ async def create_conversation(body: ConversationCreate, request: Request, key_id
         except (MissingKeyError, EngineConfigError) as e:
             raise ApiError(422, f"persona_id: {e}") from e
 
+    daily = state.settings.daily_api_key is not None and not body.test_mode
+    if daily and body.require_auth:
+        raise ApiError(422, "require_auth: not supported yet for Daily rooms (DAILY_API_KEY is set); allowed: false")
+
     conversation_id = new_id("c")
     token = secrets.token_urlsafe(24) if body.require_auth else None
     row = await state.store.add_conversation(
@@ -139,27 +150,38 @@ async def create_conversation(body: ConversationCreate, request: Request, key_id
         ended_at=utcnow() if body.test_mode else None,
     )
     if not body.test_mode:
-        url = str(request.base_url).rstrip("/") + f"/conversations/{conversation_id}/"
         try:
             await state.live.prepare(persona)
         except Exception as e:
             logger.exception(f"api: engines for conversation {conversation_id} could not start")
             await state.store.end_conversation(conversation_id, f"error: the engines could not start ({e})")
             raise ApiError(503, f"the engines of persona {persona_id!r} could not start: {e}") from e
-        await state.live.open(
-            LiveConversation(
-                conversation_id=conversation_id,
-                persona=persona,
-                persona_name=persona_id,
-                conversational_context=body.conversational_context or "",
-                custom_greeting=body.custom_greeting,
-                properties=body.properties.model_dump(),
-                meeting_token_sha256=row.meeting_token_sha256,
-            )
+        live = LiveConversation(
+            conversation_id=conversation_id,
+            persona=persona,
+            persona_name=persona_id,
+            conversational_context=body.conversational_context or "",
+            custom_greeting=body.custom_greeting,
+            properties=body.properties.model_dump(),
+            meeting_token_sha256=row.meeting_token_sha256,
         )
-        await state.store.set_conversation_url(conversation_id, url)
+        if daily:
+            from bot.daily import DailyJoinError, create_room
+
+            try:
+                url, bot_token = await create_room(state.settings, ttl_s=body.properties.max_call_duration + 60)
+            except DailyJoinError as e:
+                await state.store.end_conversation(conversation_id, f"error: {e}")
+                raise ApiError(502, str(e)) from e
+            await state.store.set_conversation_url(conversation_id, url)
+            # system.replica_joined is sent when the bot is in the room.
+            await state.live.open_daily(live, room_url=url, token=bot_token)
+        else:
+            url = str(request.base_url).rstrip("/") + f"/conversations/{conversation_id}/"
+            await state.live.open(live)
+            await state.store.set_conversation_url(conversation_id, url)
+            await state.emit(conversation_id, "system.replica_joined", "system", {"replica_id": persona.replica_id})
         row = await state.store.get_conversation(conversation_id)
-        await state.emit(conversation_id, "system.replica_joined", "system", {"replica_id": persona.replica_id})
     return conversation_public(row, ConversationCreated, meeting_token=token)
 
 
