@@ -6,6 +6,7 @@ transport.input -> STT -> user turn (VAD + Smart Turn) -> LLM -> TTS
 ```
 """
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,10 @@ def camera_in_framerate(persona: Persona) -> int | None:
 
 # The shutdown reason of a call ended because a cloud engine rejected its key.
 KEY_REJECTED_PREFIX = "a cloud engine rejected its key:"
+# How services word a rejected key when the exception carries no status (websocket handshakes).
+KEY_REJECTED_TEXT = re.compile(
+    r"\b(?:HTTP|status)[ :=]*(?:401|403)\b|unauthori[sz]ed|invalid[ _]api[ _]key|incorrect api key", re.IGNORECASE
+)
 
 
 def key_rejection(frame) -> str | None:
@@ -95,10 +100,7 @@ def key_rejection(frame) -> str | None:
     exception = getattr(frame, "exception", None)
     status = getattr(exception, "status_code", None) or getattr(exception, "status", None)
     text = str(getattr(frame, "error", "") or "")
-    lowered = text.lower()
-    if status in (401, 403) or any(
-        sign in lowered for sign in ("401", "403 forbidden", "unauthorized", "invalid api key", "invalid_api_key", "incorrect api key")
-    ):
+    if status in (401, 403) or KEY_REJECTED_TEXT.search(text):
         processor = getattr(frame, "processor", None)
         return f"{processor or 'a service'} answered {status or 'unauthorized'}; check its API key in .env"
     return None

@@ -398,3 +398,20 @@ async def test_create_room_makes_a_room_and_an_expiring_token_and_joins_it():
     props = seen["token"]["properties"]
     assert props["room_name"] == "made-here" and now < props["exp"] <= now + 3700
     assert "participant_absent_timeout reached" in stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("error", "rejected"),
+    [
+        ("Unknown error occurred: server rejected WebSocket connection: HTTP 401", True),
+        ("Error code: 401 - Incorrect API key provided", True),
+        ("TTS context 37e13683-3f59-4401-9946-27c1c797e353 completed with no audio", False),
+        ("LLM completion timeout", False),
+    ],
+)
+def test_which_errors_say_a_key_was_rejected(error, rejected):
+    from pipecat.frames.frames import ErrorFrame
+
+    from bot.pipeline import key_rejection
+
+    assert bool(key_rejection(ErrorFrame(error=error))) is rejected
