@@ -338,20 +338,18 @@ async def test_a_signal_makes_run_py_leave_the_room_within_5_s(sig):
 
 async def test_a_refused_join_ends_run_py_in_seconds_with_one_line():
     script = {"room_url": ROOM, "refuse": {ROOM: "meeting token has expired"}}
-    proc = await start_run_py(script, "--room-url", ROOM, "--persona", "echo")
-    out: list[str] = []
-    try:
-        await read_until(proc.stdout, "FAKE-DAILY", 90, out)  # the process is up and tried to join
-    except AssertionError:
-        pass  # a refused join prints nothing on stdout
     started = time.monotonic()
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    proc = await start_run_py(script, "--room-url", ROOM, "--persona", "echo")
+    _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    took = time.monotonic() - started
     text = stderr.decode()
     assert proc.returncode == 2, text[-2000:]
     (line,) = [l for l in text.splitlines() if l.startswith("error:")]
     assert "token expired" in line and ROOM in line
     assert "Traceback" not in text
-    assert time.monotonic() - started < 10
+    # Start-up (imports, the voice) included; the join itself is refused at once
+    # (see test_a_refused_join_ends_in_seconds_naming_the_cause).
+    assert took < 30, f"{took:.1f} s from start to exit"
 
 
 async def test_create_room_makes_a_room_and_an_expiring_token_and_joins_it():
