@@ -448,6 +448,8 @@ def build_user_params(persona: Persona) -> LLMUserAggregatorParams:
                 ),
                 grace_secs=TRANSCRIPT_GRACE[flow.turn_taking_patience],
                 statement_hold_secs=STATEMENT_HOLD[flow.turn_taking_patience],
+                # Our Whisper service says when it is done with each utterance.
+                stt_reports_utterances=stt.stt_engine == "whisper",
                 # The early reply: the LLM starts on the pause's transcript before the turn ends.
                 speculate=persona.layers.llm.speculative_inference,
             )

@@ -23,3 +23,18 @@ class PhonemeTimingFrame(DataFrame):
     phonemes: list[tuple[str, int]] = field(default_factory=list)
     sample_rate: int = 22050
     context_id: str | None = None
+
+
+@dataclass
+class UtteranceTranscribedFrame(DataFrame):
+    """The STT is done with one VAD-bounded utterance (pushed after its transcript, if any).
+
+    With it, the turn strategy knows when the words of every utterance of the
+    turn are in, even when one of them held no words (a cough), instead of
+    guessing from a timeout; a busy machine can deliver a transcript seconds late.
+
+    Parameters:
+        text: The utterance's transcript; empty when it held no words.
+    """
+
+    text: str = ""

@@ -32,6 +32,8 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from processors.frames import UtteranceTranscribedFrame
+
 SAMPLE_RATE = 16000
 # Speculative transcription: once the user has been quiet this long (before
 # the VAD is sure the utterance ended), transcribe what we have.
@@ -78,26 +80,37 @@ def collapse_repeats(text: str) -> str:
     A span of three or more words said twice in a row, or of two words said
     three times, is Whisper looping rather than a person talking ("very very"
     and "no, no" stay). A loop cut off by the length limit leaves a partial
-    copy at the end; that goes too.
+    copy at the end ("What can we do indoors? What can we"); that goes too.
     """
     words = text.split()
     keys = [_words_key(w) for w in words]
     out: list[str] = []
     i = 0
     n = len(words)
+
+    def cut_off_copy(start: int, span: int, min_words: int) -> bool:
+        # keys[start:] is the beginning of one more copy of the span before it, and nothing follows.
+        rest, copy = keys[start:], keys[start - span : start]
+        return (
+            min_words <= len(rest) < span
+            and rest[:-1] == copy[: len(rest) - 1]
+            and copy[len(rest) - 1].startswith(rest[-1])
+        )
+
     while i < n:
-        for span in range(2, min(n - i, 40) // 2 + 1):  # the shortest period first
+        for span in range(2, min(n - i, 40) + 1):  # the shortest period first
             if not any(keys[i : i + span]):
                 continue
             copies = 1
             while keys[i + copies * span : i + (copies + 1) * span] == keys[i : i + span]:
                 copies += 1
-            if copies >= (2 if span >= 3 else 3):
+            looped = copies >= (2 if span >= 3 else 3)
+            # After a loop any cut-off start goes; after one copy, two words or more.
+            if looped or (span >= 3 and cut_off_copy(i + span, span, 2)):
                 out.extend(words[i : i + span])
                 i += copies * span
-                rest, copy = keys[i:], keys[i - span : i]
-                if 0 < len(rest) < span and rest[:-1] == copy[: len(rest) - 1] and copy[len(rest) - 1].startswith(rest[-1]):
-                    i = n  # the cut-off start of one more copy
+                if cut_off_copy(i, span, 1):
+                    i = n
                 break
         else:
             out.append(words[i])
@@ -362,3 +375,4 @@ class LocalWhisperSTTService(WhisperSTTService):
             logger.debug(f"{self}: transcription [{text}]")
             language = Language(self._language_code) if self._language_code else None
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language)
+        yield UtteranceTranscribedFrame(text=text)

@@ -19,14 +19,28 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import NormalizedMatch, TurnAnalyzerUserTurnStopStrategy
 
+from processors.frames import UtteranceTranscribedFrame
+
 SENTENCE_END = re.compile(r"[.?!][\"')\]]*\s*$")
 QUESTION_END = re.compile(r"\?[\"')\]]*\s*$")
-# Input louder than this may be the user starting to speak again, before the
-# VAD says so (it needs start_secs of speech, and its verdict reaches this
-# strategy behind any audio queued meanwhile).
+# Input louder than this, and than the noise floor by ABOVE_FLOOR_DB, may be the
+# user starting to speak again before the VAD says so (it needs start_secs of
+# speech, and on a busy machine its verdict reaches this strategy behind
+# seconds of audio queued meanwhile).
 ONSET_DBFS = -40.0
-# How recent (in audio) that sound must be to hold the end of a turn back.
+ABOVE_FLOOR_DB = 12.0
+FLOOR_RISE_DB_PER_SEC = 2.5  # the floor follows steady noise up slowly, and down at once
+# This much loud audio after the VAD's stop: the user may be speaking again; the
+# turn does not end until the VAD says, or the sound proves a noise.
+RESUMED_SECS = 0.1
+# How recent (in audio) a sound must be to hold the end of a turn back.
 ONSET_WINDOW_SECS = 0.25
+# A sound is over after this much quiet. Shorter than SPEECH_LIKE_SECS in all,
+# it was a noise (a click, a cough); longer, it was probably words, and the
+# VAD's verdict is awaited for up to VAD_LAG_SECS of audio after it.
+NOISE_END_SECS = 0.5
+SPEECH_LIKE_SECS = 0.3
+VAD_LAG_SECS = 3.0
 # If audio stops arriving, a held turn still ends this long after its deadline.
 HOLD_WALL_CLOCK_SLACK_SECS = 1.0
 
@@ -48,8 +62,7 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     finished and ends as above; any other turn (a statement, an exclamation, a
     fragment Smart Turn calls complete) ends only once the user has been
     silent ``statement_hold_secs`` since their last word, and later still while
-    the input is loud enough to be them starting again (at most
-    ``max_onset_wait_secs``). Both are counted in audio received, not wall
+    the input is loud enough to be them starting again. Both are counted in audio received, not wall
     time, so a busy machine that delivers audio late or in bursts cannot end
     the turn before it has heard the pause. The reply starts early meanwhile, so the wait
     costs nothing when no second sentence comes; when one does, the early
@@ -71,12 +84,14 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         statement_hold_secs: Silence after the last word before a turn that
             does not end in a question mark may end (it overrules an
             "incomplete" verdict too, if its words end a sentence).
-        max_onset_wait_secs: Longest the end of such a turn waits past
-            ``statement_hold_secs`` while the input sounds like speech starting.
         min_words: Shortest transcript that may overrule it.
         speculate: Start the reply on a transcript before the turn ends.
         speculation_timeout: Seconds a speculation may stay unresolved before
             it is withdrawn.
+        stt_reports_utterances: The STT pushes an ``UtteranceTranscribedFrame``
+            after each utterance (ours does): the turn then waits for every
+            utterance's words, however late a busy machine delivers them.
+            Otherwise the STT's p99 latency stands in.
         **kwargs: Passed to ``TurnAnalyzerUserTurnStopStrategy``.
     """
 
@@ -85,10 +100,10 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         *,
         grace_secs: float = 0.25,
         statement_hold_secs: float = 0.9,
-        max_onset_wait_secs: float = 1.0,
         min_words: int = 3,
         speculate: bool = True,
         speculation_timeout: float = 5.0,
+        stt_reports_utterances: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -96,16 +111,28 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._min_words = min_words
         self._grace_task: asyncio.Task | None = None
         self._statement_hold_secs = statement_hold_secs
-        self._max_onset_wait_secs = max_onset_wait_secs
         self._hold_task: asyncio.Task | None = None
         self._held = False  # the statement hold has run out in this pause
         self._speech_end: float | None = None  # wall clock of the user's last word
-        # VAD-bounded utterances of this turn, and transcripts of them received.
+        # VAD-bounded utterances of this turn, transcripts of them received, and
+        # utterances the STT said it is done with (an STT that says so:
+        # UtteranceTranscribedFrame).
         self._utterances = 0
         self._transcripts = 0
-        # Audio seconds since the user's last word, and when (on that count) input was last loud.
+        self._reported = 0
+        self._stt_reports = stt_reports_utterances
+        # Audio seconds since the VAD's stop (counting its stop_secs), when (on
+        # that count) input was last loud, how long the current loud stretch
+        # is, whether the user seems to be speaking again, and where the
+        # statement hold counts from (the end of the last such sound).
         self._silence_audio_secs = 0.0
         self._last_loud_audio_secs = 0.0
+        self._loud_run_secs = 0.0
+        self._sound_secs = 0.0  # loud audio in the current sound
+        self._resumed = False
+        self._hold_from_secs = 0.0
+        self._floor_dbfs = -70.0
+        self._last_audio_wall = 0.0
         self._speculate_enabled = speculate
         self._speculation_timeout = speculation_timeout
         self._match = NormalizedMatch()
@@ -129,8 +156,15 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         return " ".join(self._segments)
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
-        if isinstance(frame, InputAudioRawFrame) and frame.audio and self._vad_stopped:
+        if isinstance(frame, InputAudioRawFrame) and frame.audio:
             await self._count_silence(frame)
+        elif isinstance(frame, UtteranceTranscribedFrame):
+            self._reported += 1
+            if self._has_latest_words:
+                # Every utterance's words are final, even if the last held none.
+                self._transcript_finalized = True
+                await self._words_in()
+                await self._maybe_trigger_user_turn_stopped()
         elif isinstance(frame, EagerTranscriptionFrame):
             await self._speculate(" ".join([*self._segments, frame.text.strip()]))
         elif isinstance(frame, EagerEndOfTurnCancelFrame):
@@ -153,7 +187,8 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._utterances += 1
         self._speech_end = frame.timestamp - frame.stop_secs
         self._silence_audio_secs = frame.stop_secs
-        self._last_loud_audio_secs = 0.0
+        self._last_loud_audio_secs = self._loud_run_secs = self._hold_from_secs = self._sound_secs = 0.0
+        self._resumed = False
         await super()._handle_vad_user_stopped_speaking(frame)
         await self._maybe_start_grace()
 
@@ -162,6 +197,9 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             self._segments.append(frame.text.strip())
             self._transcripts += 1
         await super()._handle_transcription(frame)
+        await self._words_in()
+
+    async def _words_in(self):
         if self._vad_stopped and not self._vad_user_speaking and not self._turn_complete and self._has_latest_words:
             # The words are in but the verdict is not: answer them meanwhile.
             await self._speculate(" ".join(self._segments))
@@ -169,7 +207,7 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     async def _reset(self):
         self._segments = []
-        self._utterances = self._transcripts = 0
+        self._utterances = self._transcripts = self._reported = 0
         self._speech_end = None
         await self._withdraw("the turn ended without resolving it")
         await super()._reset()
@@ -216,6 +254,8 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     # ------------------------------------------------------------------ hold
 
     async def _maybe_trigger_user_turn_stopped(self):
+        if self._vad_stopped and self._resumed:
+            return  # the user may be speaking again; the VAD will say
         if not self._has_latest_words:
             # A busy STT can deliver the first sentence's words after the VAD
             # has heard the second one end; the turn is not decided on them.
@@ -234,8 +274,11 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     @property
     def _has_latest_words(self) -> bool:
-        # The transcript of every utterance of the turn so far is in (or the
-        # STT's time for the last one has run out: it may have been noise).
+        # The transcript of every utterance of the turn so far is in. An STT
+        # that reports each utterance says so; for others, the STT's time for
+        # the last one running out stands in (it may have held no words).
+        if self._stt_reports:
+            return self._reported >= self._utterances
         return (self._transcript_finalized and self._transcripts >= self._utterances) or self._timeout_expired
 
     async def _start_hold(self):
@@ -248,29 +291,52 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     async def _count_silence(self, frame: InputAudioRawFrame):
         samples = np.frombuffer(frame.audio, dtype=np.int16).astype(np.float32)
-        self._silence_audio_secs += samples.size / (frame.sample_rate * frame.num_channels)
-        if 20 * np.log10(np.sqrt(np.mean(samples**2)) / 32768.0 + 1e-9) > ONSET_DBFS:
+        secs = samples.size / (frame.sample_rate * frame.num_channels)
+        level = 20 * np.log10(np.sqrt(np.mean(samples**2)) / 32768.0 + 1e-9)
+        self._last_audio_wall = time.time()
+        self._floor_dbfs = min(level, self._floor_dbfs + FLOOR_RISE_DB_PER_SEC * secs)
+        if not self._vad_stopped:
+            return
+        self._silence_audio_secs += secs
+        quiet_for = self._silence_audio_secs - self._last_loud_audio_secs
+        if level > max(ONSET_DBFS, self._floor_dbfs + ABOVE_FLOOR_DB):
+            if quiet_for >= NOISE_END_SECS:
+                self._sound_secs = 0.0  # a new sound
             self._last_loud_audio_secs = self._silence_audio_secs
+            self._loud_run_secs += secs
+            self._sound_secs += secs
+            if self._loud_run_secs >= RESUMED_SECS and not self._resumed:
+                self._resumed = True
+                logger.debug(f"{self}: sound after the pause; the turn waits for the VAD")
+        else:
+            self._loud_run_secs = 0.0
+            noise = self._sound_secs < SPEECH_LIKE_SECS
+            if self._resumed and quiet_for >= (NOISE_END_SECS if noise else VAD_LAG_SECS):
+                # It stopped and the VAD never called it speech. The statement
+                # hold counts again from its end.
+                self._resumed = False
+                self._hold_from_secs = self._last_loud_audio_secs
+                await self._maybe_trigger_user_turn_stopped()
         if self._hold_task is not None:
             await self._check_hold()
 
     async def _check_hold(self):
-        """End the hold once enough quiet audio has come in since the user's last word."""
-        heard = self._silence_audio_secs
-        if heard < self._statement_hold_secs:
+        """End the hold once enough quiet audio has come in since the user's last sound."""
+        if self._resumed or self._silence_audio_secs - self._hold_from_secs < self._statement_hold_secs:
             return
-        starting_again = heard - self._last_loud_audio_secs < ONSET_WINDOW_SECS
-        if starting_again and heard < self._statement_hold_secs + self._max_onset_wait_secs:
-            return  # maybe the next sentence; the VAD will say
+        if self._silence_audio_secs - self._last_loud_audio_secs < ONSET_WINDOW_SECS:
+            return  # maybe the next sentence starting; the VAD will say
         await self._cancel_hold()
         await self._hold_over()
 
     async def _hold_by_wall_clock(self):
         # Only if audio stops arriving altogether.
         assert self._speech_end is not None
-        deadline = self._speech_end + self._statement_hold_secs + self._max_onset_wait_secs
+        deadline = self._speech_end + self._statement_hold_secs + VAD_LAG_SECS
         try:
             await asyncio.sleep(max(0.0, deadline + HOLD_WALL_CLOCK_SLACK_SECS - time.time()))
+            while time.time() - self._last_audio_wall < HOLD_WALL_CLOCK_SLACK_SECS:
+                await asyncio.sleep(HOLD_WALL_CLOCK_SLACK_SECS)  # audio flows: the audio count decides
         except asyncio.CancelledError:
             return
         self._hold_task = None

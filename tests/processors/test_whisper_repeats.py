@@ -34,3 +34,12 @@ def test_a_persons_own_repeats_stay(said):
 
 def test_a_long_loop_compresses_past_the_threshold():
     assert compression_ratio("What would you skate? " * 20) > 2.4 > compression_ratio("What would you suggest?")
+
+
+def test_a_cut_off_copy_at_the_end_goes():
+    assert collapse_repeats("Let's dream a lot today. What can we do indoors? What can we") == (
+        "Let's dream a lot today. What can we do indoors?"
+    )
+    # ... but not a sentence that merely starts like the one before it.
+    said = "Where is the castle? Where is the best view of it?"
+    assert collapse_repeats(said) == said
