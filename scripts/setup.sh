@@ -146,19 +146,25 @@ build_llama_recipe() {
 }
 
 # prove_llama BINARY: one real generation; sets LLM_SPEED, or PROOF_ERROR and returns 1.
+# A server that loaded the model and served /health has already computed (its own
+# warm-up decode); if it is merely too slow to finish the timed generation on a
+# busy machine, it is kept, with a warning instead of a speed.
 prove_llama() {
-  local out
-  if out="$("$PY" -m processors.llm.llama_server prove --binary "$1" --cache-dir "$CACHE_DIR" 2>&1)"; then
-    LLM_SPEED="$out"
-    return 0
-  fi
+  local out rc=0
+  out="$("$PY" -m processors.llm.llama_server prove --binary "$1" --cache-dir "$CACHE_DIR" 2>&1)" || rc=$?
+  if [ "$rc" -eq 0 ]; then LLM_SPEED="$out"; return 0; fi
   PROOF_ERROR="$(printf '%s\n' "$out" | grep -m1 '^error: ' | sed 's/^error: //')"
   PROOF_ERROR="${PROOF_ERROR:-$(printf '%s\n' "$out" | tail -1)}"
+  if [ "$rc" -eq 3 ]; then
+    log "llama-server: warning: $PROOF_ERROR"
+    LLM_SPEED="not measured (the machine was too busy); run: $PY -m processors.llm.llama_server prove --binary $1"
+    return 0
+  fi
   return 1
 }
 
 setup_llama_server() {
-  local binary lock recipe
+  local binary lock recipe recipes=(native portable)
   if [ -n "${CVI_LLAMA_SERVER_BIN:-}" ]; then
     prove_llama "$CVI_LLAMA_SERVER_BIN" \
       || die "llama-server $CVI_LLAMA_SERVER_BIN (CVI_LLAMA_SERVER_BIN) does not run here: $PROOF_ERROR; unset it to build one, or point it at a llama-server built for this CPU"
@@ -180,9 +186,11 @@ setup_llama_server() {
       return
     fi
     log "llama-server: the cached $binary does not run here ($PROOF_ERROR); rebuilding"
+    # The cached native build failed: the one rebuild is the portable recipe.
+    if grep -qx 'recipe=native' "$binary.recipe" 2>/dev/null; then recipes=(portable); fi
     rm -f "$binary" "$binary.recipe"
   fi
-  for recipe in native portable; do
+  for recipe in "${recipes[@]}"; do
     build_llama_recipe "$recipe" "$binary.tmp"
     if prove_llama "$binary.tmp"; then
       mv "$binary.tmp.recipe" "$binary.recipe"

