@@ -370,7 +370,7 @@ async def run_visit(url: str, plan: VisitPlan, *, bot_pid: int, folder: Path) ->
             result.error = f"{type(e).__name__}: {e}".splitlines()[0]
         finally:
             await sampler.stop()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(playwright_api.Error, TimeoutError):
                 await asyncio.wait_for(context.close(), 15)
     return result
 
