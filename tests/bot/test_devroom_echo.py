@@ -35,7 +35,7 @@ async def test_echo_persona_speaks_what_the_client_sends_and_nothing_else(settin
 
                 sent_at = time.monotonic()
                 client.send_app_message(conversation("conversation.echo", text="Hello from the echo test."))
-                heard_at = await client.wait_for_audio(after=sent_at, timeout_s=20)
+                heard_at = await client.wait_for_audio(after=sent_at, timeout_s=40)
                 await client.wait_for_message("conversation.replica.started_speaking", after=sent_at, timeout_s=10)
                 print(f"\necho heard {(heard_at - sent_at) * 1000:.0f} ms after it was sent")
         with pytest.raises(RuntimeError):
