@@ -99,3 +99,24 @@ async def test_a_blip_in_the_pause_keeps_the_speculation(settings, librivox):
     text = await _segment(service, speech, np.zeros(1600, dtype=np.int16), blip, np.zeros(320, dtype=np.int16))
     assert service.speculative_hits == 1, "the blip should not have discarded the speculation"
     assert text
+
+
+async def test_no_repetition_loops_on_short_questions_in_several_voices(settings):
+    # Greedy decoding on a trimmed window looped on about one in ten of these
+    # ("I love seafood I love seafood I love seafood ..."); guarded, none may.
+    from processors.stt.whisper import transcribe_trimmed
+    from tests.bot.test_multi_sentence_turns import HELD_OUT, TUNING, repeated
+    from tests.voices import VOICES, spoken
+
+    model = shared_whisper_model(whisper_model(None, cache_dir=settings.cvi_cache_dir))
+    sentences = sorted({s for question, _, _ in TUNING + HELD_OUT for s in question})
+    voices = list(VOICES.items())
+    looped = []
+    for i, sentence in enumerate(sentences):
+        for name, voice in voices[i % 2 :: 2]:  # four voices each, alternating
+            audio = spoken([sentence], voice, pause_secs=0).astype(np.float32) / 32768.0
+            text = transcribe_trimmed(model, audio, prompt="Lisbon, Alfama, Belem, Sintra")
+            if repeated(text) or len(text.split()) > 2 * len(sentence.split()) + 2:
+                looped.append((name, sentence, text))
+    print(f"{len(sentences) * len(VOICES) // 2} transcriptions, {len(looped)} looping")
+    assert not looped, looped
