@@ -124,8 +124,11 @@ def create_app(settings: Settings, *, models: EmbeddedModels | None = None, hear
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(conversations.router)
-    app.include_router(personas.router)
-    app.include_router(replicas.router)
+    app.include_router(personas.router, prefix="/v2/personas")
+    app.include_router(replicas.router, prefix="/v2/replicas")
+    # The hosted API's newer names for the same resources.
+    app.include_router(personas.router, prefix="/v2/pals", tags=["pals (personas)"])
+    app.include_router(replicas.router, prefix="/v2/faces", tags=["faces (replicas)"])
     app.include_router(rooms.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -5,7 +5,7 @@ a field this server does not carry out is never silently accepted.
 """
 
 import datetime as dt
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,11 +44,21 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # The hosted API's newer names for the same fields (PAL for persona, face for replica).
+    NEWER_NAMES: ClassVar[dict[str, str]] = {}
+
     @model_validator(mode="before")
     @classmethod
     def _known_fields_only(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            allowed = {f.alias or name for name, f in cls.model_fields.items()}
+            data = dict(data)
+            for newer, field in cls.NEWER_NAMES.items():
+                if newer in data:
+                    value = data.pop(newer)
+                    if data.get(field) is not None and data[field] != value:
+                        raise ValueError(f"{newer} and {field} name the same field; give one, or both equal")
+                    data[field] = value
+            allowed = {f.alias or name for name, f in cls.model_fields.items()} | set(cls.NEWER_NAMES)
             unknown = sorted(str(k) for k in data if k not in allowed)
             if unknown:
                 raise ValueError(
@@ -81,7 +91,9 @@ def _http_url(value: str | None) -> str | None:
 
 
 class ConversationCreate(StrictModel):
-    """The body of ``POST /v2/conversations``."""
+    """The body of ``POST /v2/conversations`` (``pal_id`` and ``face_id`` are taken for ``persona_id`` and ``replica_id``)."""
+
+    NEWER_NAMES: ClassVar[dict[str, str]] = {"pal_id": "persona_id", "face_id": "replica_id"}
 
     replica_id: str | None = Field(
         default=None, min_length=1, max_length=120, description="The face; default: the persona's."
@@ -151,7 +163,9 @@ class ConversationVerbose(ConversationPublic):
 
 
 class PersonaCreate(StrictModel):
-    """The body of ``POST /v2/personas``: the Persona model's fields."""
+    """The body of ``POST /v2/personas``: the Persona model's fields (``pal_name``, ``default_face_id`` taken too)."""
+
+    NEWER_NAMES: ClassVar[dict[str, str]] = {"pal_name": "persona_name", "default_face_id": "default_replica_id"}
 
     persona_name: str = Field(min_length=1, max_length=80)
     system_prompt: str = Field(min_length=1, max_length=50000)

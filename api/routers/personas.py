@@ -1,4 +1,4 @@
-"""``/v2/personas``: the module personas (read-only) and personas made over the API."""
+"""``/v2/personas`` (also ``/v2/pals``, the newer name): module personas (read-only) and those made over the API."""
 
 from typing import Annotated
 
@@ -16,7 +16,6 @@ from personas import list_personas, load_persona
 from personas.model import Persona
 
 router = APIRouter(
-    prefix="/v2/personas",
     tags=["personas"],
     dependencies=[Depends(require_api_key)],
     responses={401: {"model": ErrorPublic, "description": "Missing or invalid x-api-key"}},

@@ -1,4 +1,4 @@
-"""``/v2/replicas``: the stock replicas and those made from a photo (``run.py replica create``)."""
+"""``/v2/replicas`` (also ``/v2/faces``, the newer name): stock replicas and those made from a photo (``run.py replica create``)."""
 
 from typing import Annotated
 
@@ -9,7 +9,6 @@ from api.catalog import replica_ids, replica_public
 from api.models import ErrorPublic, ListPublic, ReplicaPublic
 
 router = APIRouter(
-    prefix="/v2/replicas",
     tags=["replicas"],
     dependencies=[Depends(require_api_key)],
     responses={401: {"model": ErrorPublic, "description": "Missing or invalid x-api-key"}},

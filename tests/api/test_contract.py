@@ -42,7 +42,7 @@ def test_every_v2_route_wants_a_known_key_as_json_401(client):
         if path.startswith("/v2")
         for method in operations
     ]
-    assert len(routes) == 12
+    assert len(routes) == 12 + 7  # and the newer names: /v2/pals (5), /v2/faces (2)
     for method, path in routes:
         for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": ""}):
             response = client.request(method, path, headers=headers)
@@ -331,6 +331,24 @@ def test_persona_create_refuses_unknown_fields_and_engines_by_name(client):
     assert response.status_code == 422
     error = response.json()["error"]
     assert "layers.tts.tts_engine" in error and "'acme'" in error and "piper" in error
+
+
+def test_the_newer_names_pal_and_face_are_aliases(client):
+    made = client.post(
+        "/v2/pals", json={"pal_name": "Guide", "system_prompt": "Guide people.", "default_face_id": "ada"}, headers=AUTH
+    )
+    assert made.status_code == 200, made.text
+    pid = made.json()["persona_id"]
+    assert made.json()["persona_name"] == "Guide" and made.json()["default_replica_id"] == "ada"
+    assert client.get(f"/v2/personas/{pid}", headers=AUTH).json()["persona_name"] == "Guide"
+    assert client.get(f"/v2/pals/{pid}", headers=AUTH).status_code == 200
+    assert client.get("/v2/faces/leo", headers=AUTH).json()["replica_id"] == "leo"
+    assert client.get("/v2/faces", headers=AUTH).json()["total_count"] == 3
+    conversation = _create(client, persona_id=None, pal_id=pid, face_id="leo", test_mode=True)
+    assert (conversation["persona_id"], conversation["replica_id"]) == (pid, "leo")
+    clash = client.post("/v2/conversations", json={"pal_id": "ava", "persona_id": "max"}, headers=AUTH)
+    assert clash.status_code == 422 and "pal_id and persona_id name the same field" in clash.json()["error"]
+    assert client.delete(f"/v2/pals/{pid}", headers=AUTH).status_code == 204
 
 
 def test_replicas_list_the_stock_ones(client):

@@ -56,7 +56,8 @@ def _spec() -> dict:
     return create_app(settings_, models=NoEngines(settings_)).openapi()
 
 
-schema = schemathesis.openapi.from_dict(_spec()).include(path_regex="^/v2")
+# /v2/pals and /v2/faces are the same handlers as /v2/personas and /v2/replicas.
+schema = schemathesis.openapi.from_dict(_spec()).include(path_regex="^/v2/(conversations|personas|replicas)")
 
 
 def test_the_served_openapi_is_the_fuzzed_one(base_url):
@@ -64,7 +65,13 @@ def test_the_served_openapi_is_the_fuzzed_one(base_url):
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,  # the same requests on every run: a failure reproduces
+    database=None,  # no .hypothesis folder in the checkout
+)
 def test_no_generated_request_gets_a_server_error(case, base_url):
     case.call_and_validate(
         base_url=base_url,
