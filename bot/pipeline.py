@@ -52,6 +52,11 @@ from personas.model import Persona
 ECHO_MODE_EVENTS = ("conversation.echo", "conversation.interrupt")
 
 AUDIO_IN_SAMPLE_RATE = 16000
+# How long an ending call waits for its CancelFrame to pass every processor
+# before its tasks are cancelled anyway. The CancelFrame queues behind the
+# microphone frames (system frames too), so on a starved CPU it can take
+# seconds; the peer is gone by then and nothing may keep running for it.
+CANCEL_TIMEOUT_S = 1.0
 # Camera frames per second that perception samples, when it is on.
 PERCEPTION_FRAMERATE = 1
 AUDIO_OUT_SAMPLE_RATE = 24000
@@ -266,6 +271,7 @@ class ConversationBot:
             observers=[self.observer, *self._extra_observers],
             enable_rtvi=False,
             idle_timeout_secs=None,
+            cancel_timeout_secs=CANCEL_TIMEOUT_S,
         )
         self.worker.event_handler("on_pipeline_error")(self._on_pipeline_error)
         return self.worker
