@@ -271,8 +271,19 @@ def analyse(levels: list[list[float]], events: list[dict], placed: list[SpokenQu
             "pause_s": q.question.pause_s,
             "replica_audible_at_start": bool(replica[(t >= start - 0.05) & (t <= start + 0.05)].any()),
         }
-        candidates = np.flatnonzero((t >= end) & (t < min(window_end, end + REPLY_TIMEOUT_S)) & replica)
+        # The reply is what the replica says after it starts speaking anew (the bot's
+        # replica.started_speaking event), not the rest of a greeting still playing.
+        started = [
+            e["at"] / 1000.0
+            for e in events
+            if e["message"].get("event_type") == "conversation.replica.started_speaking"
+            and end - 0.2 <= e["at"] / 1000.0 < window_end
+        ]
+        from_s = max(end, started[0] - 0.3) if started else end
+        candidates = np.flatnonzero((t >= from_s) & (t < min(window_end, end + REPLY_TIMEOUT_S)) & replica)
         onset = next((j for j in candidates if j >= quiet_before and not replica[j - quiet_before : j].any()), None)
+        if onset is None and started and candidates.size:
+            onset = int(candidates[0])  # the replica went on from one reply straight into this one
         if onset is None:
             turn["error"] = "no reply"
         else:
