@@ -311,6 +311,8 @@ class LiveConversations:
         for timer in live.timers.values():
             timer.cancel()
         live.timers.clear()
+        # The record says ended at once (a client polling sees it while the bots leave).
+        ended_here = await self._store.end_conversation(cid, reason)
         try:
             # The peers hear why before the bots leave.
             await asyncio.gather(
@@ -336,7 +338,6 @@ class LiveConversations:
         finally:
             if live.writer is not None:
                 live.writer.cancel()
-            ended_here = await self._store.end_conversation(cid, reason)
             row = await self._store.get_conversation(cid)
             final_reason = row.shutdown_reason if row is not None and row.shutdown_reason else reason
             if row is not None:

@@ -154,5 +154,31 @@ async def test_the_call_ends_participant_left_timeout_after_the_peer_leaves(tmp_
         receiver.close()
 
 
+async def test_max_call_duration_ends_a_call_the_peer_is_in(tmp_path, embedded_models):
+    receiver = WebhookReceiver(failures=0)
+    app = create_app(api_settings(tmp_path / "data"), models=embedded_models)
+    try:
+        async with serve_api(app) as base, httpx.AsyncClient(base_url=base, headers=AUTH, timeout=120) as api:
+            created = (
+                await api.post(
+                    "/v2/conversations",
+                    json={"persona_id": "ava", "callback_url": receiver.url, "properties": {"max_call_duration": 6}},
+                )
+            ).json()
+            cid = created["conversation_id"]
+            async with DevRoomClient(created["conversation_url"]) as peer:
+                await peer.connect()
+                shutdown = await peer.wait_for_message("system.shutdown", timeout_s=30)
+                assert shutdown.data["properties"] == {"shutdown_reason": "max_call_duration reached"}
+                await _until(lambda: _async(peer.peer_left or peer.connection_state in ("closed", "failed")), 15)
+            verbose = (await api.get(f"/v2/conversations/{cid}", params={"verbose": "true"})).json()
+            assert verbose["status"] == "ended" and verbose["shutdown_reason"] == "max_call_duration reached"
+        await _until(lambda: _async("system.shutdown" in receiver.events(cid)), 15)
+        shutdown = next(e for e, _, _ in receiver.received if e["event_type"] == "system.shutdown")
+        assert shutdown["properties"]["shutdown_reason"] == "max_call_duration reached"
+    finally:
+        receiver.close()
+
+
 async def _async(value):
     return value
