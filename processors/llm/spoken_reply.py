@@ -28,6 +28,7 @@ import re
 
 from loguru import logger
 from pipecat.frames.frames import (
+    EagerEndOfTurnCancelFrame,
     Frame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
@@ -136,6 +137,16 @@ class SpokenReplyShaper:
     def raw(self) -> str:
         """The reply as the LLM wrote it."""
         return self._raw
+
+    @property
+    def sentences(self) -> int:
+        """Whole sentences released so far."""
+        return self._sentences
+
+    @property
+    def done(self) -> bool:
+        """Whether the sentence limit is reached (the rest of the reply is dropped)."""
+        return self._done
 
     @property
     def spoken(self) -> str:
@@ -253,6 +264,30 @@ def ends_whole(text: str) -> bool:
     return bool(stripped) and stripped[-1] in _SENTENCE_END
 
 
+def addresses_by_name(text: str, name: str) -> bool:
+    """Whether ``text`` calls the listener ``name`` ("Hello, Ava", "Bye, Ava!", "Ava, try ...")."""
+    name = re.escape(name.strip())
+    return bool(
+        re.search(rf"\b({_GREETINGS})\b[ \t]*,?[ \t]*{name}\b", text, re.IGNORECASE)
+        or re.search(rf",[ \t]*{name}\b[ \t]*(?:[,.!?]|\Z)", text)
+        or re.search(rf"(?:^|[.!?][ \t]+){name}[ \t]*,", text.strip())
+    )
+
+
+def has_markup(text: str) -> bool:
+    """Whether ``text`` has list markers, markdown, code or emoji (nothing a voice should read)."""
+    return bool(
+        re.search(r"(^|\n)[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+\S", text)
+        or re.search(r"\*\*|__|`|(^|\n)[ \t]*#{1,6}[ \t]", text)
+        or _EMOJI.search(text)
+    )
+
+
+def is_list(text: str) -> bool:
+    """Whether ``text`` was written as a list (two or more lines starting with a marker)."""
+    return len(re.findall(r"(?:^|\n)[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+\S", text)) >= 2
+
+
 class SpokenReplyProcessor(FrameProcessor):
     """Between the LLM and the TTS: replies end on whole sentences and never address the user by the persona's name.
 
@@ -287,8 +322,8 @@ class SpokenReplyProcessor(FrameProcessor):
                 tail = self._shaper.dropped.strip()
                 reason = "past the sentence limit or unfinished"
                 logger.debug(f"{self}: dropped {len(tail)} characters ({reason}): {tail!r}")
-        elif isinstance(frame, InterruptionFrame):
-            self._shaper.reset()
+        elif isinstance(frame, (InterruptionFrame, EagerEndOfTurnCancelFrame)):
+            self._shaper.reset()  # the reply in progress is abandoned
         await self.push_frame(frame, direction)
 
     async def _push_text(self, text: str, source: LLMTextFrame | None) -> None:
