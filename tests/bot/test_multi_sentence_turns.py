@@ -78,6 +78,7 @@ class Heard:
     replies: int = 0  # inferences asked for and not withdrawn
     withdrawn: int = 0
     context: list[str] = field(default_factory=list)  # user messages in the conversation's context
+    transcripts: list[str] = field(default_factory=list)  # what the STT heard, utterance by utterance
     end_of_turn_ms: list[float | None] = field(default_factory=list)  # after the last word
     transcript_ms: list[float | None] = field(default_factory=list)  # the turn's last words in
 
@@ -90,6 +91,7 @@ class InferenceTap(FrameProcessor):
         self.inferences: list[tuple[bool, str]] = []
         self.turn_open = False
         self.last_event = 0.0
+        self.transcripts: list[str] = []
 
     async def process_frame(self, frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -116,6 +118,7 @@ class TranscriptTap(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame):
             self._tap.last_event = asyncio.get_running_loop().time()
+            self._tap.transcripts.append(frame.text.strip())
         await self.push_frame(frame, direction)
 
 
@@ -156,7 +159,7 @@ async def listen(audio: np.ndarray, settings, *, persona_name: str = "ava") -> H
         await asyncio.sleep(0.1)
     await worker.cancel(reason="test done")
     await asyncio.gather(run, return_exceptions=True)
-    heard = Heard(inferences=tap.inferences)
+    heard = Heard(inferences=tap.inferences, transcripts=tap.transcripts)
     heard.turns = len(observer.turns)
     heard.end_of_turn_ms = [t.timings_ms()["end_of_turn"] for t in observer.turns]
     heard.transcript_ms = [t.timings_ms()["transcript"] for t in observer.turns]
@@ -196,12 +199,13 @@ def check_one_turn(sentences: tuple[str, ...], heard: Heard) -> list[str]:
         if repeated(line):
             problems.append(f"repeated transcript {line!r}")
     if heard.lines:
-        # Each sentence is in the line (synthetic voices are misheard, so by
-        # one of its longer words, not by word error rate).
-        heard_words = set(normalise(heard.lines[0]).split())
-        for sentence in sentences:
-            if not heard_words & {w for w in normalise(sentence).split() if len(w) >= 4}:
-                problems.append(f"{sentence!r} missing from {heard.lines[0]!r}")
+        # The line is everything the STT heard (no utterance lost or split
+        # off), and that is most of the question (synthetic voices are
+        # misheard, so not judged by word error rate).
+        if normalise(heard.lines[0]) != normalise(" ".join(heard.transcripts)):
+            problems.append(f"line {heard.lines[0]!r} is not all that was heard: {heard.transcripts}")
+        if len(normalise(heard.lines[0]).split()) < 0.6 * len(normalise(" ".join(sentences)).split()):
+            problems.append(f"not the whole question: {heard.lines[0]!r}")
     return problems
 
 
