@@ -1,6 +1,7 @@
 """`run.py talk`: one recorded utterance through the real pipeline, end to end."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,23 @@ def test_personas_command_lists_engines():
     assert proc.returncode == 0
     assert "ava" in proc.stdout and "llm=llama_cpp" in proc.stdout and "tts=cartesia" in proc.stdout
     assert normalise(proc.stdout)
+
+
+def test_talk_answers_a_two_sentence_recording_as_one_question(tmp_path):
+    # Two sentences of one thought with a 0.6 s pause between them, as people
+    # speak: one question, transcribed whole, and a reply to all of it.
+    from tests.voices import VOICES, spoken, write_wav
+
+    first, second = "I am feeling a little tired today.", "Do you have any advice?"
+    wav = write_wav(tmp_path / "question.wav", spoken([first, second], VOICES["espeak-us"], pause_secs=0.6))
+    proc = talk("--wav", str(wav), "--out", str(tmp_path / "reply.wav"), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(result)
+    # Both sentences (12 words) in the one transcript; a busy machine may mishear some.
+    words = normalise(result["transcript"]).split()
+    assert "tired" in words and len(words) >= 10, result["transcript"]
+    reply = normalise(result["reply"])
+    assert reply, result
+    # The reply gives a tired visitor advice.
+    assert re.search(r"\b(rest|relax\w*|break|sleep|nap|coffee|bica|tea|slow|sit|bench|park|garden|water|energ\w*|refresh\w*|calm|easy|recharge|tram)\b", reply), result["reply"]
