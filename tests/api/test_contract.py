@@ -2,7 +2,9 @@
 
 import hashlib
 import hmac
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -42,7 +44,7 @@ def test_every_v2_route_wants_a_known_key_as_json_401(client):
         if path.startswith("/v2")
         for method in operations
     ]
-    assert len(routes) == 12 + 7  # and the newer names: /v2/pals (5), /v2/faces (2)
+    assert len(routes) == 13 + 8  # and the newer names: /v2/pals (5), /v2/faces (3)
     for method, path in routes:
         for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": ""}):
             response = client.request(method, path, headers=headers)
@@ -349,6 +351,37 @@ def test_the_newer_names_pal_and_face_are_aliases(client):
     clash = client.post("/v2/conversations", json={"pal_id": "ava", "persona_id": "max"}, headers=AUTH)
     assert clash.status_code == 422 and "pal_id and persona_id name the same field" in clash.json()["error"]
     assert client.delete(f"/v2/pals/{pid}", headers=AUTH).status_code == 204
+
+
+def test_a_replica_made_from_an_uploaded_photo(make_settings, tmp_path):
+    import cv2
+    import numpy as np
+    from skimage import data as images
+
+    replicas = shutil.copytree(Path(__file__).resolve().parents[2] / "replicas", tmp_path / "replicas")
+    settings = make_settings(cvi_replicas_dir=replicas)
+    face = cv2.imencode(".png", cv2.cvtColor(images.astronaut(), cv2.COLOR_RGB2BGR))[1].tobytes()
+    blank = cv2.imencode(".png", np.full((400, 400, 3), 128, np.uint8))[1].tobytes()
+    with TestClient(create_app(settings, models=NoEngines(settings))) as c:
+        made = c.post("/v2/replicas", data={"replica_name": "Astro Test"}, files={"image": ("astro.png", face, "image/png")}, headers=AUTH)
+        assert made.status_code == 200, made.text
+        assert made.json() == {
+            "replica_id": "astro-test", "replica_name": "Astro Test", "status": "completed",
+            "default_voice": "en_US-joe-medium", "replica_type": "user",
+        }
+        assert (replicas / "astro-test" / "portrait.jpg").is_file()
+        assert "astro-test" in [r["replica_id"] for r in c.get("/v2/replicas?limit=100", headers=AUTH).json()["data"]]
+        assert _create(c, replica_id="astro-test", test_mode=True)["replica_id"] == "astro-test"
+        again = c.post("/v2/replicas", data={"replica_name": "Astro Test"}, files={"image": ("a.png", face, "image/png")}, headers=AUTH)
+        assert again.status_code == 422 and again.json()["error"] == "image: replica 'astro-test' already exists"
+        no_face = c.post("/v2/replicas", data={"replica_name": "Nobody"}, files={"image": ("b.png", blank, "image/png")}, headers=AUTH)
+        assert no_face.status_code == 422 and "face" in no_face.json()["error"]
+        not_image = c.post("/v2/replicas", data={"replica_name": "Text"}, files={"image": ("c.txt", b"hello", "text/plain")}, headers=AUTH)
+        assert not_image.status_code == 422
+        assert not_image.json()["error"] == "image: 'c.txt': not an image OpenCV can read (use a PNG or JPEG photo)"
+        missing = c.post("/v2/replicas", data={"replica_name": "X"}, headers=AUTH)
+        assert missing.status_code == 422 and missing.json()["error"].startswith("image: field required")
+    assert not (Path(__file__).resolve().parents[2] / "replicas" / "astro-test").exists()
 
 
 def test_replicas_list_the_stock_ones(client):

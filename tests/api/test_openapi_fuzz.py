@@ -1,9 +1,11 @@
 """A property-based fuzz of the OpenAPI (schemathesis): generated requests to every /v2 operation
 against the real app over HTTP (lifespan on) find no 5xx, and responses match the documented schemas."""
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -41,8 +43,10 @@ class _ThreadedServer:
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("fuzz") / "data"
-    settings_ = api_settings(data)
+    folder = tmp_path_factory.mktemp("fuzz")
+    # Uploaded photos would land in the replicas folder: a copy, never the checkout's.
+    replicas = shutil.copytree(Path(__file__).resolve().parents[2] / "replicas", folder / "replicas")
+    settings_ = api_settings(folder / "data", cvi_replicas_dir=replicas)
     with _ThreadedServer(create_app(settings_, models=NoEngines(settings_))) as url:
         yield url
 
