@@ -15,6 +15,9 @@ from pipecat.services.tts_service import TTSService
 from processors.frames import PhonemeTimingFrame
 from processors.tts.first_clause import FirstClauseTextAggregator
 
+# How often (at most) a long synthesis tells pipecat its audio context is still in use.
+KEEPALIVE_SECS = 1.0
+
 _voices: dict[Path, PiperVoice] = {}
 _voices_lock = threading.Lock()
 
@@ -136,21 +139,46 @@ class PiperPhonemeTTSService(TTSService):
         """Piper reports TTFB and usage metrics."""
         return True
 
-    def _synthesize(self, text: str) -> list:
-        return list(self._voice.synthesize(text, self._syn_config, include_alignments=True))
+    async def _sentences(self, text: str, context_id: str) -> AsyncIterator[tuple[object, bool]]:
+        """Piper's audio for ``text`` one sentence at a time, each with whether it is the last.
+
+        Each sentence is synthesised in a worker thread as soon as the one
+        before it is handed on, so the first sentence plays while the next is
+        made. While piper works, the audio context is kept alive: on a busy
+        machine a sentence can take longer than pipecat's stop-frame timeout,
+        which would otherwise close the context as one "with no audio".
+        """
+        sentences = iter(self._voice.synthesize(text, self._syn_config, include_alignments=True))
+
+        keepalive_secs = min(KEEPALIVE_SECS, self._stop_frame_timeout_s / 3)
+
+        async def next_sentence():
+            work = asyncio.ensure_future(asyncio.to_thread(next, sentences, None))
+            while not work.done():
+                await asyncio.wait({work}, timeout=keepalive_secs)
+                self._refresh_audio_context(context_id)
+            return work.result()
+
+        # Only a text that stops mid-sentence needs to know its last sentence
+        # (to cut its trailing pause); then look one sentence ahead.
+        look_ahead = not SPOKEN_PAUSE.search(text)
+        chunk = await next_sentence()
+        while chunk is not None:
+            following = await next_sentence() if look_ahead else None
+            last = following is None if look_ahead else False
+            yield chunk, last
+            chunk = following if look_ahead else await next_sentence()
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         """Synthesize ``text`` sentence by sentence, timing first, then audio."""
         logger.debug(f"{self}: Generating TTS [{text}]")
         try:
             await self.start_tts_usage_metrics(text)
-            chunks = await asyncio.to_thread(self._synthesize, text)
-            for i, chunk in enumerate(chunks):
+            async for chunk, last in self._sentences(text, context_id):
                 audio = chunk.audio_int16_array
                 # The first sound starts at once; a piece cut mid-sentence
                 # runs straight into the next one.
-                last = i == len(chunks) - 1
-                mid_sentence = last and not SPOKEN_PAUSE.search(text)
+                mid_sentence = last
                 lead, tail = silence_to_trim(audio, chunk.sample_rate, mid_sentence=mid_sentence)
                 audio = audio[lead : len(audio) - tail]
                 if chunk.phoneme_alignments:
