@@ -176,6 +176,13 @@ class HealthPublic(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class PageConfigPublic(BaseModel):
+    """The body of ``GET /api/config``: what the page needs to know of the bot it talks to."""
+
+    persona: str | None = None
+    pipeline_mode: str = "full"
+
+
 class PeerLeave(BaseModel):
     """The body of ``POST /api/leave``: the page is going away."""
 
@@ -541,6 +548,7 @@ def create_devroom_app(
     shutdown_timeout_s: float = 5.0,
     audio_jitter_prefetch: int | None = 0,
     peer_silence_timeout_s: float = PEER_SILENCE_TIMEOUT_S,
+    page_config: PageConfigPublic | None = None,
 ) -> FastAPI:
     """Create the dev room app: our page at ``/`` and SmallWebRTC signalling.
 
@@ -560,6 +568,9 @@ def create_devroom_app(
             after their peers are disconnected before they are cancelled.
         peer_silence_timeout_s: How long a peer may send nothing before it
             counts as gone (see :class:`PeerWatch`).
+        page_config: Served at ``GET /api/config``: the persona and its
+            pipeline mode (in ``echo`` mode the page's Say box sends
+            ``conversation.echo`` instead of ``conversation.respond``).
 
     Returns:
         The FastAPI app; its running state is ``app.state.devroom``.
@@ -588,6 +599,12 @@ def create_devroom_app(
     @app.get("/api/health")
     async def health() -> HealthPublic:
         return HealthPublic()
+
+    config = page_config or PageConfigPublic()
+
+    @app.get("/api/config")
+    async def page_config_() -> PageConfigPublic:
+        return config
 
     @app.post("/api/offer")
     async def offer(body: WebRTCOffer) -> WebRTCAnswer:

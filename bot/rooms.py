@@ -121,12 +121,15 @@ def create_dev_room(
     The app's lifespan prepares ``models`` (already prepared ones cost nothing
     more) and closes them on shutdown.
     """
-    from bot.devroom import create_devroom_app
+    from bot.devroom import PageConfigPublic, create_devroom_app
 
     persona = load_persona(persona_name)
     models = models or EmbeddedModels(settings)
     on_connection = dev_room_bot(settings, models, persona_name=persona_name)
-    app = create_devroom_app(on_connection=on_connection)
+    app = create_devroom_app(
+        on_connection=on_connection,
+        page_config=PageConfigPublic(persona=persona_name, pipeline_mode=persona.pipeline_mode),
+    )
 
     @asynccontextmanager
     async def lifespan(app_):

@@ -465,11 +465,19 @@
   ui.join.addEventListener("click", join);
   ui.leave.addEventListener("click", () => leave());
   ui.interrupt.addEventListener("click", () => sendConversationEvent("conversation.interrupt"));
+  // The bot's persona and mode: an echo persona speaks what Say sends, word for word.
+  const CONFIG_URL = "api/config";
+  let pipelineMode = "full";
+  fetch(CONFIG_URL)
+    .then((response) => (response.ok ? response.json() : {}))
+    .then((config) => { pipelineMode = config.pipeline_mode || "full"; })
+    .catch(() => {});
   ui.sayForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = ui.say.value.trim();
     if (!text) return;
-    if (sendConversationEvent("conversation.respond", { text })) ui.say.value = "";
+    const eventType = pipelineMode === "echo" ? "conversation.echo" : "conversation.respond";
+    if (sendConversationEvent(eventType, { text })) ui.say.value = "";
   });
   // A closed tab, a reload or a navigation: tell the bot first (a beacon survives
   // the page), then hang up, which also closes the data channel it watches.
