@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -284,6 +285,20 @@ class Reply:
         return not any(self.fails.values())
 
 
+@contextlib.asynccontextmanager
+async def _stream_retrying_stale(client: httpx.AsyncClient, url: str, body: dict):
+    """POST and stream; once more if the server had closed the pooled keep-alive connection
+    (the OpenAI client the bot uses retries such connection errors too)."""
+    try:
+        async with client.stream("POST", url, json=body) as response:
+            yield response
+            return
+    except httpx.RemoteProtocolError:
+        pass
+    async with client.stream("POST", url, json=body) as response:
+        yield response
+
+
 async def ask(
     client: httpx.AsyncClient,
     base_url: str,
@@ -314,7 +329,7 @@ async def ask(
     spoken_parts: list[str] = []
     started = time.perf_counter()
     try:
-        async with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+        async with _stream_retrying_stale(client, f"{base_url}/chat/completions", body) as response:
             if response.status_code != 200:
                 error = f"HTTP {response.status_code}: {(await response.aread()).decode(errors='replace')[:200]}"
             else:
@@ -468,8 +483,8 @@ async def run_model(
                                           question=question, persona=persona, setup=setup)  # fmt: skip
                         replies.append(reply)
                         mark = "ok " if reply.passed else ",".join(k for k, v in reply.fails.items() if v)
-                        print(f"  [{config.key} {setup.key}] {question.id} {mark:>14} | {reply.spoken[:110]!r}",
-                              flush=True)  # fmt: skip
+                        print(f"  [{config.key} {setup.key}] {question.id} {mark:>14} | {reply.spoken[:110]!r}"
+                              f"{' ' + reply.error if reply.error else ''}", flush=True)  # fmt: skip
                 summary = summarize(replies)
                 for qset in sets:
                     mine = [r for r in replies if r.persona == load_persona(qset.persona).persona_name]
