@@ -141,7 +141,11 @@ AVA = QuestionSet(
     ),
 )
 
-MATHS = r"math|number|fraction|algebra|problem|practi|equation|add|subtract|multipl|divid|sum|solve|let's|\?"
+MATHS = (
+    r"math|number|fraction|algebra|problem|practi|equation|add|subtract|multipl|divid|sum|solve|let's|\?|"
+    r"\d|times|equal|root|square|plus|minus|half|third|quarter|zero|one|two|three|four|five|six|seven|"
+    r"eight|nine|ten|\bx\b"
+)
 
 MAX = QuestionSet(
     persona="max",

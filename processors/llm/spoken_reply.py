@@ -54,6 +54,8 @@ _LIST_MARKER_AT_START = re.compile(rf"^{_MARKER}")
 _HEADING = re.compile(r"\n[ \t]*#{1,6}[ \t]*")
 _HEADING_AT_START = re.compile(r"^[ \t]*#{1,6}[ \t]*")
 _EMPHASIS = re.compile(r"\*{1,3}|_{2,3}|`+")
+# A fenced code block is not read aloud: dropped whole (an unclosed one is held until it closes).
+_CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 # A line so far that may still turn out to start with a list marker or a heading.
 _MARKER_PREFIX = re.compile(r"[ \t]*(?:[-*+•]|#{1,6}|\d{1,2}[.)]?)?[ \t]*")
 
@@ -70,7 +72,7 @@ def clean_markup(text: str, *, at_line_start: bool = True) -> str:
         at_line_start: Whether ``text`` starts at the start of a line (so a
             marker there is a list marker).
     """
-    text = _EMOJI.sub("", text).replace("```", "")
+    text = _CODE_BLOCK.sub("", _EMOJI.sub("", text))
     text = _HEADING.sub("\n", text)
     text = _LIST_MARKER.sub("\n", text)
     if at_line_start:
@@ -81,6 +83,14 @@ def clean_markup(text: str, *, at_line_start: bool = True) -> str:
     text = re.sub(r"([^\s.!?,;:])[ \t]*\n", r"\1.\n", text)
     text = re.sub(r"[ \t]*\n+[ \t]*(?=\S)", " ", text)
     return re.sub(r"[ \t]{2,}", " ", text)
+
+
+def _open_code_fence(text: str) -> int | None:
+    """Where an unclosed ``` code fence starts in ``text`` (or a ` run that may become one), if any."""
+    if text.count("```") % 2:
+        return text.rfind("```")
+    trailing = re.search(r"`{1,2}\Z", text)
+    return trailing.start() if trailing else None
 
 
 class SpokenReplyShaper:
@@ -193,6 +203,12 @@ class SpokenReplyShaper:
             self.dropped += text
             return ""
         settled, unsettled = self._split_line(self._pending + text)
+        fence = _open_code_fence(settled + unsettled)
+        if fence is not None:  # inside a code block: hold it until it closes
+            settled, unsettled = settled[:fence], settled[fence:] + unsettled
+            if not settled:
+                self._pending = unsettled
+                return ""
         said = self.spoken.rstrip()
         if said and said[-1] not in ".!?,;:" and re.match(r"[ \t]*\n", settled):
             # A line already spoken (a list item) ends here: end its sentence.

@@ -104,6 +104,15 @@ def test_lists_and_markdown_become_plain_sentences():
     assert spoken("## Lisbon\n- Visit the castle 🏰\n- Eat sardines") == "Lisbon. Visit the castle."
 
 
+def test_code_is_never_read_aloud():
+    text = "Sure! Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\nCall it with two numbers."
+    result = spoken(text)
+    assert "def" not in result and "return" not in result and "python" not in result, result
+    assert result == "Sure! Here it is: Call it with two numbers."
+    # A block the token budget cut off is dropped too.
+    assert spoken("Sure. ```python\ndef add(a, b):\n    return") == "Sure."
+
+
 def test_clean_markup_keeps_numbers_that_are_not_list_markers():
     assert clean_markup("It costs 3.50 euros. Tram 28 goes up.") == "It costs 3.50 euros. Tram 28 goes up."
     assert clean_markup("One of 2. Two", at_line_start=False) == "One of 2. Two"
