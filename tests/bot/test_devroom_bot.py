@@ -146,7 +146,8 @@ async def test_talking_over_the_replica_silences_it_within_200_ms(real_bot_room,
         started = await client.wait_for_message("conversation.replica.started_speaking", timeout_s=60)
         await client.wait_for_audio(after=started.arrived_at, timeout_s=10)
         await asyncio.sleep(0.8)  # well into the greeting
-        assert client.first_audible(after=time.monotonic() - 0.1) is not None, "the replica is not speaking"
+        # (a 0.3 s window: the greeting has short pauses between its phrases)
+        assert client.first_audible(after=time.monotonic() - 0.3) is not None, "the replica is not speaking"
         playback = await client.play_wav(clip, wait=False)
         speech_at = playback.started_at + speech_onset_s(clip)
         interrupted = await client.wait_for_message(
