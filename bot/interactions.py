@@ -37,6 +37,8 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import LLMSettings
 
+from processors.llm.spoken_reply import SpokenReplyProcessor
+
 STAGES = (
     "end_of_turn",
     "transcript",
@@ -196,7 +198,10 @@ class TurnObserver(BaseObserver):
         elif isinstance(frame, LLMTextFrame):
             if self._turn is not None:
                 self._turn.mark("llm_first_token", now)
-            self._reply_text.append(frame.text)
+            # The LLM's raw words on their way to be shaped are not what the
+            # replica says: the shaped text (new frames) is counted instead.
+            if not isinstance(data.destination, SpokenReplyProcessor):
+                self._reply_text.append(frame.text)
         elif isinstance(frame, LLMFullResponseEndFrame):
             if self._turn is not None:
                 self._turn.reply = "".join(self._reply_text).strip()

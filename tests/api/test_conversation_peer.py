@@ -81,7 +81,7 @@ async def test_a_peer_talks_in_a_conversation_created_over_the_api(tmp_path, emb
                 )
                 assert reply.data["properties"]["speech"].strip()
                 done = await peer.wait_for_message(
-                    "conversation.replica.stopped_speaking", after=reply.arrived_at, timeout_s=60
+                    "conversation.replica.stopped_speaking", after=playback.ended_at, timeout_s=60
                 )
 
                 # Client -> replica: speak this text verbatim.

@@ -57,7 +57,10 @@ async def test_packaged_model_answers_through_the_chat_endpoint(model_name: str,
         base_url = await models.start_llm(ava)
         # Straight to the endpoint, streamed, at the persona's temperature: no HTTP error, no garbage.
         right = 0
-        async with httpx.AsyncClient(timeout=120.0) as client:
+        # A new connection per request: llama-server may close an idle keep-alive
+        # connection just as the next request goes out ("Server disconnected").
+        no_pool = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=120.0, limits=no_pool) as client:
             for i, (question, expected) in enumerate(QUESTIONS):
                 body = {
                     "messages": [

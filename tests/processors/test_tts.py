@@ -36,7 +36,9 @@ async def test_round_trip_through_whisper(settings):
     assert timing, "piper gave no phoneme timing"
     # Phoneme timing covers the audio it precedes (resampled from piper's rate).
     timed_secs = sum(n for f in timing for _, n in f.phonemes) / timing[0].sample_rate
-    assert timed_secs == pytest.approx(len(audio) / rate, abs=0.05)
+    # Within 0.1 s over ~9 s (the streaming resampler keeps the last few ms of
+    # each utterance; 50-73 ms has been seen): well under one video frame per sentence.
+    assert timed_secs == pytest.approx(len(audio) / rate, abs=0.1)
     speech16k = soxr.resample(audio.astype(np.float32) / 32768, rate, 16000)
     stt = LocalWhisperSTTService(model=whisper_model(None, cache_dir=settings.cvi_cache_dir))
     pcm = (speech16k * 32767).astype(np.int16).tobytes()
