@@ -5,7 +5,7 @@
 
 For each stack it starts the bot in dev-room mode as its own process (ours:
 ``run.py``; the baseline: ``bench/baseline_bot.py``, stock pipecat services on
-the same weights), connects ``bot.devroom_client.DevRoomClient`` (aiortc) on
+the same weights), connects ``bench.devroom_client.DevRoomClient`` (aiortc) on
 127.0.0.1, and plays recorded spoken questions as its microphone. Per turn it
 measures at the peer:
 
@@ -53,7 +53,7 @@ import soundfile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.devroom_client import DevRoomClient  # noqa: E402
+from bench.devroom_client import DevRoomClient  # noqa: E402
 from bot.interactions import STAGES  # noqa: E402
 
 QUESTIONS = [

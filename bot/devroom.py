@@ -2,7 +2,7 @@
 
 ``create_devroom_app(on_connection=...)`` returns a FastAPI app that serves the
 page in ``bot/static/`` at ``/`` (no CDN: it works offline) and the signalling
-endpoints the page and :class:`bot.devroom_client.DevRoomClient` speak:
+endpoints the page and :class:`bench.devroom_client.DevRoomClient` speak:
 
 - ``POST /api/offer``: ``{sdp, type, pc_id?, restart_pc?}`` -> ``{sdp, type, pc_id}``.
   A new ``pc_id`` starts ``on_connection(connection)`` as a background task;
@@ -241,7 +241,7 @@ class PeerWatch:
         connection: The peer's connection.
         on_gone: Called once with a short reason.
         silence_timeout_s: Silence that means the peer vanished (the page and
-            :class:`bot.devroom_client.DevRoomClient` ping every second).
+            :class:`bench.devroom_client.DevRoomClient` ping every second).
         first_sign_timeout_s: How long a new peer may take to be heard at all.
         interval_s: How often the silence is checked.
     """

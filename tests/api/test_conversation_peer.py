@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from api import create_app
-from bot.devroom_client import DevRoomClient
+from bench.devroom_client import DevRoomClient
 from tests.api.conftest import AUTH, WebhookReceiver, api_settings, serve_api
 
 pytestmark = pytest.mark.integration

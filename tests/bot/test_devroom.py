@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bot.devroom import OnConnection
-from bot.devroom_client import DevRoomClient
+from bench.devroom_client import DevRoomClient
 from tests.bot.conftest import ToneBotSessions, serve_devroom, speech_wav, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.devroom_client import DevRoomClient
+from bench.devroom_client import DevRoomClient
 from bot.rooms import dev_room_bot
 from personas import load_persona
 from tests.bot.conftest import serve_devroom

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from bot.devroom_client import DevRoomClient
+from bench.devroom_client import DevRoomClient
 from tests.bot.conftest import ToneBotSessions, wait_for
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bot.devroom_client import DevRoomClient
+from bench.devroom_client import DevRoomClient
 from bot.engines import EmbeddedModels
 from bot.rooms import dev_room_bot
 from personas import load_persona
