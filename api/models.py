@@ -74,11 +74,31 @@ class ConversationProperties(StrictModel):
     ``max_call_duration``: seconds from creation until the call ends by itself.
     ``participant_absent_timeout``: seconds from creation for someone to join.
     ``participant_left_timeout``: seconds after the last person leaves before the call ends.
+    ``language``: see the field.
     """
 
     max_call_duration: int = Field(default=3600, ge=1, le=24 * 3600)
     participant_left_timeout: int = Field(default=60, ge=0, le=3600)
     participant_absent_timeout: int = Field(default=300, ge=1, le=24 * 3600)
+    language: str | None = Field(
+        default=None,
+        max_length=40,
+        description=(
+            "The conversation's language, by full name as the hosted API takes it ('english', 'french', ...) "
+            "or ISO 639-1 code ('fr'); stored as the name. STT listens for it, the LLM answers in it, the voice "
+            "speaks it (piper for English, espeak-ng offline for the others, a persona's cloud voice when it has "
+            "one). Default: the persona's own."
+        ),
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from bot.languages import resolve_language
+
+        return resolve_language(value).name  # UnsupportedLanguageError is a ValueError: a 422 naming it
 
 
 def _http_url(value: str | None) -> str | None:

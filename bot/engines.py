@@ -26,6 +26,13 @@ from pipecat.turns.user_start import (
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from bot.languages import (
+    ENGLISH,
+    ConversationLanguage,
+    UnsupportedLanguageError,
+    answer_instruction,
+    resolve_language,
+)
 from bot.settings import Settings
 from personas.model import Persona
 from processors import weights
@@ -62,6 +69,7 @@ LLM_SLOTS = 1
 # The voice_settings keys each TTS engine takes (anything else is refused by name).
 VOICE_SETTINGS = {
     "piper": ("speed", "noise_scale", "noise_w"),
+    "espeak": ("speed",),
     # Cartesia's generation_config (sonic-3 models).
     "cartesia": ("speed", "volume", "emotion"),
     "elevenlabs": ("stability", "similarity_boost", "style", "use_speaker_boost", "speed", "apply_text_normalization"),
@@ -107,8 +115,16 @@ def refused_fields(persona: Persona) -> list[str]:
             f"layers.tts.tts_emotion_control: {tts.tts_engine} has no emotion controls "
             f"(engines with them: {', '.join(EMOTION_CONTROL_ENGINES)})"
         )
-    if tts.tts_engine == "piper" and tts.tts_model_name:
-        refused.append("layers.tts.tts_model_name: piper has no models; its voice is layers.tts.external_voice_id")
+    if tts.tts_engine in ("piper", "espeak") and tts.tts_model_name:
+        refused.append(
+            f"layers.tts.tts_model_name: {tts.tts_engine} has no models; its voice is layers.tts.external_voice_id"
+        )
+    language = layers.stt.language
+    if tts.tts_engine == "piper" and language not in (None, ENGLISH.code):
+        refused.append(
+            f"layers.tts.tts_engine='piper': the packaged piper voice speaks English, not layers.stt.language="
+            f"{language!r}; use tts_engine 'espeak' (offline) or a cloud voice"
+        )
     replica = layers.replica
     if replica.replica_engine == "off":
         for name in ("replica_id", "width", "height", "fps"):
@@ -119,9 +135,24 @@ def refused_fields(persona: Persona) -> list[str]:
     return refused
 
 
+def conversation_language(persona: Persona) -> ConversationLanguage | None:
+    """The language the persona converses in (its STT language), None when Whisper detects it."""
+    code = persona.layers.stt.language
+    if not code:
+        return None
+    try:
+        return resolve_language(code)
+    except UnsupportedLanguageError:
+        return None  # a Whisper language outside the contract's list: no instruction for it
+
+
 def system_prompt(persona: Persona, conversational_context: str = "") -> str:
-    """The LLM's system instruction: the persona's prompt, plus what its voice needs (emotion tags)."""
+    """The LLM's system instruction: the persona's prompt, the language to answer in
+    (any but English), and what its voice needs (emotion tags)."""
     prompt = persona.full_system_prompt(conversational_context)
+    language = conversation_language(persona)
+    if language is not None and language != ENGLISH:
+        prompt = f"{prompt}\n\n{answer_instruction(language)}"
     if persona.layers.tts.tts_emotion_control and persona.layers.tts.tts_engine in EMOTION_CONTROL_ENGINES:
         prompt = f"{prompt}\n\n{EMOTION_INSTRUCTION}"
     return prompt
@@ -166,11 +197,23 @@ def check_persona(persona: Persona, settings: Settings, *, name: str) -> None:
     if refused:
         raise EngineConfigError(f"persona {name!r}: " + "; ".join(refused))
     layers = persona.layers
-    if layers.tts.tts_engine in ("cartesia", "elevenlabs") and not layers.tts.external_voice_id:
+    if layers.tts.tts_engine in ("cartesia", "elevenlabs", "espeak") and not layers.tts.external_voice_id:
         raise EngineConfigError(
             f"persona {name!r}: layers.tts.external_voice_id is required for "
             f"tts_engine={layers.tts.tts_engine!r}"
         )
+    if layers.tts.tts_engine == "espeak":
+        from processors.tts.espeak import EspeakUnavailableError, espeak_has_voice
+
+        try:
+            has_voice = espeak_has_voice(layers.tts.external_voice_id)
+        except EspeakUnavailableError as e:
+            raise EngineConfigError(f"persona {name!r}: {e}") from e
+        if not has_voice:
+            raise EngineConfigError(
+                f"persona {name!r}: layers.tts.external_voice_id {layers.tts.external_voice_id!r} is not an "
+                "espeak-ng voice (espeak-ng --voices lists them)"
+            )
     if layers.replica.replica_engine == "tavus" and not persona.replica_id:
         raise EngineConfigError(
             f"persona {name!r}: layers.replica.replica_id (a Tavus replica id) is required "
@@ -398,6 +441,19 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
             text_transforms=spoken_text_transforms(),
             **tts.voice_settings,
         )
+    if tts.tts_engine == "espeak":
+        from processors.tts.espeak import EspeakTTSService
+
+        return EspeakTTSService(
+            voice=tts.external_voice_id,
+            sample_rate=sample_rate,
+            text_transforms=spoken_text_transforms(),
+            **tts.voice_settings,
+        )
+    from pipecat.transcriptions.language import Language
+
+    # A cloud voice speaks the conversation's language (None: its voice's own).
+    language = Language(persona.layers.stt.language) if persona.layers.stt.language else None
     if tts.tts_engine == "cartesia":
         from pipecat.services.cartesia.tts import CartesiaTTSService, GenerationConfig
 
@@ -410,7 +466,7 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
             sample_rate=sample_rate,
             text_transforms=spoken_text_transforms(),
             settings=CartesiaTTSService.Settings(
-                voice=tts.external_voice_id, model=tts.tts_model_name or default_model, **extra
+                voice=tts.external_voice_id, model=tts.tts_model_name or default_model, language=language, **extra
             ),
         )
     from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
@@ -423,6 +479,7 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
         settings=ElevenLabsTTSService.Settings(
             voice=tts.external_voice_id,
             model=tts.tts_model_name or "eleven_flash_v2_5",
+            language=language,
             **tts.voice_settings,
         ),
     )

@@ -92,9 +92,12 @@ class TTSLayer(_Layer):
     ``speed`` and ``apply_text_normalization``. Any other key is refused by
     name. ``tts_emotion_control`` lets the LLM set the voice's emotion per
     sentence (Cartesia's emotion tags); engines without emotion controls refuse it.
+    ``espeak`` is espeak-ng, offline, for languages piper's packaged voice does
+    not speak: ``external_voice_id`` is its voice (``fr-fr``, ``de``, ...) and
+    ``voice_settings`` takes ``speed``.
     """
 
-    tts_engine: Literal["piper", "cartesia", "elevenlabs"] = "piper"
+    tts_engine: Literal["piper", "espeak", "cartesia", "elevenlabs"] = "piper"
     external_voice_id: str | None = None
     tts_model_name: str | None = None
     voice_settings: dict[str, Any] = Field(default_factory=dict)

@@ -108,6 +108,13 @@ async def create_conversation(body: ConversationCreate, request: Request, key_id
     persona_id = body.persona_id or state.settings.cvi_default_persona
     persona, _ = await resolve_persona(state.store, persona_id, field="persona_id")
     persona = _with_replica(persona, body.replica_id, body.audio_only)
+    if body.properties.language is not None:
+        from bot.languages import UnsupportedLanguageError, persona_in_language, resolve_language
+
+        try:
+            persona = persona_in_language(persona, resolve_language(body.properties.language))
+        except UnsupportedLanguageError as e:
+            raise ApiError(422, f"properties.language: {e}") from e
     replica = persona.layers.replica
     if replica.replica_engine == "local":
         from api.catalog import replica_ids

@@ -174,7 +174,12 @@ def test_unknown_ids_are_404s_naming_the_id(client):
         ({"persona_id": "nobody"}, "persona_id: persona 'nobody' not found; available: ava"),
         ({"persona_id": "ava", "replica_id": "ghost"}, "replica_id: replica 'ghost' not found; available: ada, eileen, leo"),
         ({"persona_id": "ava", "language": "fr"}, "unknown field(s) language"),
-        ({"persona_id": "ava", "properties": {"enable_recording": True}}, "properties: unknown field(s) enable_recording"),
+        ({"persona_id": "ava", "properties": {"enable_transcription": True}}, "properties: unknown field(s) enable_transcription"),
+        ({"persona_id": "ava", "properties": {"language": "klingon"}},
+         "properties.language: language 'klingon' is not supported; allowed: english (en), french (fr), "),
+        ({"persona_id": "ava", "properties": {"language": "multilingual"}}, "automatic detection is not supported"),
+        ({"persona_id": "ava", "properties": {"language": "tagalog"}},
+         "properties.language: language 'tagalog' has no offline voice (tts_engine 'piper'); with it allowed: english (en)"),
         ({"persona_id": "ava", "callback_url": "ftp://x"}, "callback_url: String should match pattern '^https?://[^/\\s]+'; got 'ftp://x'"),
         ({"persona_id": "ava", "properties": {"max_call_duration": 0}}, "properties.max_call_duration: Input should be greater than or equal to 1; got 0"),
         ({"persona_id": "nova"}, "OPENAI_API_KEY is required by persona 'nova'"),
@@ -185,6 +190,19 @@ def test_bad_conversation_requests_are_422s_naming_field_value_and_what_is_allow
     assert response.status_code == 422
     assert expected in response.json()["error"]
     assert client.get("/v2/conversations", headers=AUTH).json()["total_count"] == 0
+
+
+def test_language_by_name_or_code_sets_the_call_s_ears_voice_and_answers(client):
+    created = _create(client, properties={"language": "French"})
+    assert created["properties"]["language"] == "french"
+    persona = client.app.state.live.get(created["conversation_id"]).persona
+    assert persona.layers.stt.language == "fr"
+    assert (persona.layers.tts.tts_engine, persona.layers.tts.external_voice_id) == ("espeak", "fr-fr")
+    by_code = _create(client, properties={"language": "de"})
+    assert by_code["properties"]["language"] == "german"
+    english = _create(client, properties={"language": "english"})
+    assert client.app.state.live.get(english["conversation_id"]).persona.layers.tts.tts_engine == "piper"
+    assert _create(client)["properties"]["language"] is None  # the persona's own
 
 
 def test_delete_ends_a_running_conversation_and_removes_it(client):
