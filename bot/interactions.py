@@ -118,9 +118,18 @@ class TurnObserver(BaseObserver):
         self._user_text: list[str] = []
         self._transcript_at: float | None = None
         self._reply_text: list[str] = []
+        # The replica's line is sent once per reply: when it stops speaking
+        # with the reply complete, or cut short by the user.
+        self._reply_complete = False
+        self._reply_interrupted = False
         self._bot_started_at: float | None = None
         self._bot_speaking = False
         self._shows_video = False
+
+    @property
+    def inference_id(self) -> str | None:
+        """The id of the reply being made now (the user turn that asked for it)."""
+        return self._turn.inference_id if self._turn is not None else None
 
     async def _emit(self, event_type: str, properties: dict[str, Any], inference_id: str | None = None):
         if self._send is None:
@@ -135,6 +144,18 @@ class TurnObserver(BaseObserver):
             "conversation.latency",
             {"inference_id": turn.inference_id, "timings_ms": turn.timings_ms()},
             turn.inference_id,
+        )
+
+    async def _emit_reply(self) -> None:
+        """Send the replica's line for the reply so far, once."""
+        reply = "".join(self._reply_text).strip()
+        self._reply_text = []
+        if not reply:
+            return
+        logger.debug(f"{self}: replica said [{reply}]")
+        await self._emit(
+            "conversation.utterance", {"role": "replica", "speech": reply, "final": True},
+            self._turn.inference_id if self._turn else None,
         )
 
     def _new_turn(self) -> TurnTimings:
@@ -194,7 +215,9 @@ class TurnObserver(BaseObserver):
         elif isinstance(frame, LLMFullResponseStartFrame):
             if self._turn is None or "llm_first_token" in self._turn.marks:
                 self._new_turn()
-            self._reply_text = []
+            await self._emit_reply()  # a reply cut short and never followed by a stop
+            self._reply_complete = False
+            self._reply_interrupted = False
         elif isinstance(frame, LLMTextFrame):
             if self._turn is not None:
                 self._turn.mark("llm_first_token", now)
@@ -203,6 +226,7 @@ class TurnObserver(BaseObserver):
             if not isinstance(data.destination, SpokenReplyProcessor):
                 self._reply_text.append(frame.text)
         elif isinstance(frame, LLMFullResponseEndFrame):
+            self._reply_complete = True
             if self._turn is not None:
                 self._turn.reply = "".join(self._reply_text).strip()
         elif isinstance(frame, TTSStartedFrame):
@@ -242,17 +266,16 @@ class TurnObserver(BaseObserver):
             duration = None if self._bot_started_at is None else round(now - self._bot_started_at, 3)
             inference_id = turn.inference_id if turn else None
             await self._emit("conversation.replica.stopped_speaking", {"duration": duration}, inference_id)
-            reply = "".join(self._reply_text).strip()
-            if reply:
-                logger.debug(f"{self}: replica said [{reply}]")
-                await self._emit(
-                    "conversation.utterance", {"role": "replica", "speech": reply, "final": True}, inference_id
-                )
+            # A pause inside a reply (the voice waiting on the next sentence)
+            # is not its end: the line waits for the whole reply.
+            if self._reply_complete or self._reply_interrupted:
+                await self._emit_reply()
             if turn is not None and "total" in turn.marks and not turn.reported:
                 await self._emit_latency(turn)  # the face never showed speech
             if turn is not None and self._on_turn_complete is not None:
                 self._on_turn_complete(turn)
         elif isinstance(frame, InterruptionFrame) and self._bot_speaking:
+            self._reply_interrupted = True
             await self._emit(
                 "conversation.replica_interrupted", {}, self._turn.inference_id if self._turn else None
             )
@@ -268,6 +291,7 @@ CLIENT_EVENTS = (
     "conversation.interrupt",
     "conversation.overwrite_llm_context",
     "conversation.append_llm_context",
+    "conversation.sensitivity",
 )
 
 
@@ -286,6 +310,37 @@ def updated_context(message: dict[str, Any], current: str) -> str:
     if message.get("event_type") == "conversation.append_llm_context" and current.strip():
         return f"{current.strip()}\n{context.strip()}"
     return context.strip()
+
+
+SENSITIVITY_LEVELS = ("low", "medium", "high")
+SENSITIVITY_KEYS = ("participant_pause_sensitivity", "participant_interrupt_sensitivity")
+
+
+def updated_sensitivity(message: dict[str, Any], current: dict[str, str]) -> dict[str, str]:
+    """The turn-taking sensitivities after a ``conversation.sensitivity`` message.
+
+    ``current`` and the result map each of ``SENSITIVITY_KEYS`` to ``low``/``medium``/``high``;
+    the message sets one or both.
+
+    Raises:
+        ValueError: an unknown key, a value not allowed, or nothing set; the message names it.
+    """
+    props = message.get("properties") or {}
+    if not isinstance(props, dict):
+        raise ValueError("conversation.sensitivity: properties must be an object")
+    unknown = sorted(str(k) for k in props if k not in SENSITIVITY_KEYS)
+    if unknown:
+        raise ValueError(
+            f"conversation.sensitivity: unknown properties {', '.join(unknown)}; allowed: {', '.join(SENSITIVITY_KEYS)}"
+        )
+    if not props:
+        raise ValueError(f"conversation.sensitivity: properties must set {' and/or '.join(SENSITIVITY_KEYS)}")
+    for key, value in props.items():
+        if value not in SENSITIVITY_LEVELS:
+            raise ValueError(
+                f"conversation.sensitivity: properties.{key} must be one of {', '.join(SENSITIVITY_LEVELS)}; got {value!r}"
+            )
+    return {**current, **props}
 
 
 def system_instruction_frame(instruction: str) -> LLMUpdateSettingsFrame:

@@ -1,0 +1,91 @@
+"""The replica's line in the transcript: once per reply, whole, however the voice paused.
+
+The bot's own ``TurnObserver`` is fed the frames a reply pushes through the
+pipeline, in the order a loaded machine produces them: the voice stops
+between two sentences while the LLM is still writing (a
+``BotStoppedSpeakingFrame`` mid-reply), and a reply the user cuts short.
+"""
+
+import itertools
+
+import pytest
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.observers.base_observer import FramePushed
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from bot.interactions import TurnObserver
+
+pytestmark = pytest.mark.unit
+
+_clock = itertools.count(1)
+
+
+async def push(observer: TurnObserver, *frames) -> None:
+    source, destination = FrameProcessor(), FrameProcessor()
+    for frame in frames:
+        await observer.on_push_frame(
+            FramePushed(source, destination, frame, FrameDirection.DOWNSTREAM, timestamp=next(_clock) * 10**8)
+        )
+
+
+def replica_lines(events: list[dict]) -> list[str]:
+    return [
+        e["properties"]["speech"]
+        for e in events
+        if e["event_type"] == "conversation.utterance" and e["properties"]["role"] == "replica"
+    ]
+
+
+async def observed() -> tuple[TurnObserver, list[dict]]:
+    events: list[dict] = []
+
+    async def send(message: dict) -> None:
+        events.append(message)
+
+    return TurnObserver(conversation_id="c1", send=send), events
+
+
+async def test_a_pause_inside_a_reply_does_not_split_or_repeat_its_line():
+    observer, events = await observed()
+    await push(
+        observer,
+        LLMFullResponseStartFrame(),
+        LLMTextFrame("Take tram 28 up to the castle. "),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),  # the voice waits for the next sentence
+        LLMTextFrame("Then watch the sunset from a miradouro."),
+        LLMFullResponseEndFrame(),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+    )
+    assert replica_lines(events) == [
+        "Take tram 28 up to the castle. Then watch the sunset from a miradouro."
+    ]
+    # The voice's own stops are all still reported.
+    assert sum(e["event_type"] == "conversation.replica.stopped_speaking" for e in events) == 2
+
+
+async def test_a_reply_cut_short_is_shown_once_and_the_next_reply_gets_its_own_line():
+    observer, events = await observed()
+    await push(
+        observer,
+        LLMFullResponseStartFrame(),
+        LLMTextFrame("Lisbon has seven hills, and "),
+        BotStartedSpeakingFrame(),
+        InterruptionFrame(),
+        BotStoppedSpeakingFrame(),
+        LLMFullResponseStartFrame(),
+        LLMTextFrame("Sure, the castle it is."),
+        LLMFullResponseEndFrame(),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+    )
+    assert replica_lines(events) == ["Lisbon has seven hills, and", "Sure, the castle it is."]
