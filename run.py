@@ -228,7 +228,8 @@ def cmd_daily(args, settings) -> int:
     if args.create_room:
         if args.room_url is not None:
             raise CliError("--create-room makes its own room; leave out --room-url")
-        room_url, token = asyncio.run(create_room(settings))
+        room = asyncio.run(create_room(settings))
+        room_url, token = room.url, room.bot_token
         print(f"Daily room: {room_url} (share it; it expires in 1 h)", flush=True)
     else:
         room_url = validate_room_url(args.room_url)

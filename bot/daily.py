@@ -130,25 +130,25 @@ class DailyRoom:
             if timer is not None and timer is not current:
                 timer.cancel()
         if self.joined and not self._call_gone:
-            await self._send_shutdown(reason)
+            await self._send_system("system.shutdown", {"shutdown_reason": reason})
         await self._bot.stop(reason)
 
-    async def _send_shutdown(self, reason: str) -> None:
-        """``system.shutdown`` to the people in the room, in the webhook envelope, before leaving."""
+    async def _send_system(self, event_type: str, properties: dict[str, Any]) -> None:
+        """A system event to the people in the room (``system.replica_joined``, ``system.shutdown``), in the webhook envelope."""
         from pipecat.frames.frames import OutputTransportMessageUrgentFrame
 
         message = {
             "message_type": "system",
-            "event_type": "system.shutdown",
+            "event_type": event_type,
             "conversation_id": self._bot.conversation.conversation_id,
-            "properties": {"shutdown_reason": reason},
+            "properties": properties,
         }
         try:
             await asyncio.wait_for(
                 self._transport.output().send_message(OutputTransportMessageUrgentFrame(message=message)), 1.0
             )
         except (TimeoutError, ConnectionError, RuntimeError) as e:
-            logger.debug(f"{self._bot}: system.shutdown not sent: {e}")
+            logger.debug(f"{self._bot}: {event_type} not sent: {e}")
 
     def _start_presence_timer(self, seconds: float, reason: str) -> None:
         if self._presence_timer is not None:
@@ -194,6 +194,8 @@ class DailyRoom:
             logger.info(f"{self._bot}: participant {pid} is a bot; not served")
             return
         self.humans.add(pid)
+        # Whoever joins learns the replica is there (it sent this to nobody when it joined an empty room).
+        await self._send_system("system.replica_joined", {"replica_id": self._bot.conversation.persona.replica_id})
         if self._presence_timer is not None:
             self._presence_timer.cancel()
             self._presence_timer = None
@@ -298,11 +300,24 @@ async def run_daily_bot(
     return reason
 
 
-async def create_room(settings: Settings, *, ttl_s: int = CREATED_ROOM_TTL_S) -> tuple[str, str]:
-    """Create a Daily room and an owner token for the bot, both expiring in ``ttl_s``.
+@dataclass(frozen=True)
+class CreatedRoom:
+    """A Daily room made through Daily's REST API: its URL, the bot's owner token and,
+    for a private room, the token a participant must present."""
 
-    Returns:
-        ``(room_url, token)``.
+    url: str
+    bot_token: str
+    participant_token: str | None = None
+
+
+async def create_room(settings: Settings, *, ttl_s: int = CREATED_ROOM_TTL_S, private: bool = False) -> CreatedRoom:
+    """Create a Daily room and an owner token for the bot, all expiring in ``ttl_s``.
+
+    ``private``: only someone with a meeting token may join; a participant's
+    token (not an owner) is made too.
+
+    Raises:
+        DailyJoinError: Daily could not be reached or refused; the message says which.
     """
     import time
 
@@ -314,14 +329,22 @@ async def create_room(settings: Settings, *, ttl_s: int = CREATED_ROOM_TTL_S) ->
         helper = DailyRESTHelper(daily_api_key=key, daily_api_url=settings.daily_api_url, aiohttp_session=session)
         try:
             room = await helper.create_room(
-                DailyRoomParams(properties=DailyRoomProperties(exp=time.time() + ttl_s, eject_at_room_exp=True))
+                DailyRoomParams(
+                    privacy="private" if private else "public",
+                    properties=DailyRoomProperties(exp=time.time() + ttl_s, eject_at_room_exp=True),
+                )
             )
-            token = await helper.get_token(room.url, expiry_time=ttl_s, eject_at_token_exp=True, owner=True)
+            bot_token = await helper.get_token(room.url, expiry_time=ttl_s, eject_at_token_exp=True, owner=True)
+            participant_token = (
+                await helper.get_token(room.url, expiry_time=ttl_s, eject_at_token_exp=True, owner=False)
+                if private
+                else None
+            )
         except aiohttp.ClientError as e:
             raise DailyJoinError(f"Daily API at {settings.daily_api_url} could not be reached: {e}") from e
         except Exception as e:  # DailyRESTHelper raises bare Exception with Daily's answer
             raise DailyJoinError(f"Daily API at {settings.daily_api_url} refused to create a room: {e}") from e
-    return room.url, token
+    return CreatedRoom(url=room.url, bot_token=bot_token, participant_token=participant_token)
 
 
 async def _prepare_unless_signalled(models: EmbeddedModels, persona) -> bool:

@@ -55,3 +55,11 @@ async def embedded_models(settings):
     models = EmbeddedModels(settings)
     yield models
     await models.close()
+
+
+@pytest.fixture
+def daily(monkeypatch):
+    """pipecat's Daily transport with daily-python's CallClient faked at its network seam; the fake backend."""
+    from tests.bot.fake_daily import install
+
+    return install(monkeypatch)

@@ -25,7 +25,7 @@ from api.models import (
     ValidationErrorPublic,
 )
 from api.storage import ConversationRow, as_utc, new_id, utcnow
-from personas.model import Persona
+from personas.model import Persona, ReplicaLayer
 
 TEST_MODE_REASON = "test_mode: the record only, no room and no replica"
 REASON_DELETED = "conversation deleted"
@@ -61,14 +61,14 @@ def conversation_public(row: ConversationRow, cls=ConversationPublic, **extra) -
 
 def _with_replica(persona: Persona, replica_id: str | None, audio_only: bool) -> Persona:
     replica = persona.layers.replica
-    update = {}
-    if replica_id is not None:
-        update["replica_id"] = replica_id
     if audio_only:
-        update["replica_engine"] = "off"
-    if not update:
+        # No face at all: none of the face's settings (a stored persona carries them all) apply.
+        replica = ReplicaLayer(replica_engine="off")
+    elif replica_id is not None:
+        replica = replica.model_copy(update={"replica_id": replica_id})
+    else:
         return persona
-    layers = persona.layers.model_copy(update={"replica": replica.model_copy(update=update)})
+    layers = persona.layers.model_copy(update={"replica": replica})
     return persona.model_copy(update={"layers": layers})
 
 
@@ -132,11 +132,25 @@ async def create_conversation(body: ConversationCreate, request: Request, key_id
             raise ApiError(422, f"persona_id: {e}") from e
 
     daily = state.settings.daily_api_key is not None and not body.test_mode
-    if daily and body.require_auth:
-        raise ApiError(422, "require_auth: not supported yet for Daily rooms (DAILY_API_KEY is set); allowed: false")
+    room = None
+    if daily:
+        from bot.daily import DailyJoinError, create_room
+
+        try:
+            # With require_auth the room is private: Daily itself admits only holders of its meeting token.
+            room = await create_room(
+                state.settings, ttl_s=body.properties.max_call_duration + 60, private=body.require_auth
+            )
+        except DailyJoinError as e:
+            raise ApiError(502, str(e)) from e
 
     conversation_id = new_id("c")
-    token = secrets.token_urlsafe(24) if body.require_auth else None
+    if not body.require_auth:
+        token = None
+    elif room is not None:
+        token = room.participant_token
+    else:
+        token = secrets.token_urlsafe(24)
     row = await state.store.add_conversation(
         conversation_id=conversation_id,
         conversation_name=body.conversation_name,
@@ -172,17 +186,10 @@ async def create_conversation(body: ConversationCreate, request: Request, key_id
             properties=body.properties.model_dump(),
             meeting_token_sha256=row.meeting_token_sha256,
         )
-        if daily:
-            from bot.daily import DailyJoinError, create_room
-
-            try:
-                url, bot_token = await create_room(state.settings, ttl_s=body.properties.max_call_duration + 60)
-            except DailyJoinError as e:
-                await state.store.end_conversation(conversation_id, f"error: {e}")
-                raise ApiError(502, str(e)) from e
-            await state.store.set_conversation_url(conversation_id, url)
+        if room is not None:
+            await state.store.set_conversation_url(conversation_id, room.url)
             # system.replica_joined is sent when the bot is in the room.
-            await state.live.open_daily(live, room_url=url, token=bot_token)
+            await state.live.open_daily(live, room_url=room.url, token=room.bot_token)
         else:
             url = str(request.base_url).rstrip("/") + f"/conversations/{conversation_id}/"
             await state.live.open(live)

@@ -204,3 +204,57 @@ def install_for_process(script: dict[str, Any]) -> FakeDaily:
 
     backend.on_join = on_join
     return backend
+
+
+class FakeDailyRest:
+    """Daily's REST API on loopback (``POST /rooms``, ``POST /meeting-tokens``), as pipecat's
+    ``DailyRESTHelper`` calls it: the network seam of room creation.
+
+    Every room is ``room_url``; the bot's owner token is ``bot-token`` and each
+    participant token ``participant-token-<n>``. What was asked is kept in
+    ``rooms`` and ``tokens`` (the request bodies).
+    """
+
+    def __init__(self, *, api_key: str = "daily-key", room_url: str = "https://acme.daily.co/made-here"):
+        self.api_key = api_key
+        self.room_url = room_url
+        self.rooms: list[dict[str, Any]] = []
+        self.tokens: list[dict[str, Any]] = []
+        self.url = ""
+
+    async def _rooms(self, request):
+        from aiohttp import web
+
+        assert request.headers["Authorization"] == f"Bearer {self.api_key}"
+        body = await request.json()
+        self.rooms.append(body)
+        return web.json_response({
+            "id": f"r-{len(self.rooms)}", "name": self.room_url.rsplit("/", 1)[1], "api_created": True,
+            "privacy": body.get("privacy", "public"), "url": self.room_url,
+            "created_at": "2026-12-01T00:00:00.000Z", "config": body.get("properties", {}),
+        })
+
+    async def _tokens(self, request):
+        from aiohttp import web
+
+        assert request.headers["Authorization"] == f"Bearer {self.api_key}"
+        body = await request.json()
+        self.tokens.append(body)
+        owner = body.get("properties", {}).get("is_owner")
+        return web.json_response({"token": "bot-token" if owner else f"participant-token-{len(self.tokens)}"})
+
+    async def __aenter__(self) -> "FakeDailyRest":
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/rooms", self._rooms)
+        app.router.add_post("/meeting-tokens", self._tokens)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._runner.cleanup()

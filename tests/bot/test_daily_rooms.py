@@ -15,7 +15,7 @@ from bot.daily import DailyJoinError, RoomTimeouts, build_daily_transport, join_
 from bot.engines import EmbeddedModels
 from bot.pipeline import Conversation, ConversationBot
 from personas.model import Layers, Persona, ReplicaLayer, TTSLayer
-from tests.bot.fake_daily import FakeDaily, install
+from tests.bot.fake_daily import FakeDaily, FakeDailyRest
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,6 @@ ECHO = Persona(
 
 def echo(text: str) -> dict:
     return {"message_type": "conversation", "event_type": "conversation.echo", "properties": {"text": text}}
-
-
-@pytest.fixture
-def daily(monkeypatch) -> FakeDaily:
-    return install(monkeypatch)
 
 
 class Call:
@@ -353,48 +348,22 @@ async def test_a_refused_join_ends_run_py_in_seconds_with_one_line():
 
 
 async def test_create_room_makes_a_room_and_an_expiring_token_and_joins_it():
-    from aiohttp import web
-
-    seen: dict[str, dict] = {}
-
-    async def rooms(request):
-        assert request.headers["Authorization"] == "Bearer daily-key"
-        seen["room"] = await request.json()
-        return web.json_response({
-            "id": "r-1", "name": "made-here", "api_created": True, "privacy": "public",
-            "url": "https://acme.daily.co/made-here", "created_at": "2026-12-01T00:00:00.000Z",
-            "config": seen["room"].get("properties", {}),
-        })
-
-    async def tokens(request):
-        assert request.headers["Authorization"] == "Bearer daily-key"
-        seen["token"] = await request.json()
-        return web.json_response({"token": "made-token"})
-
-    app = web.Application()
-    app.router.add_post("/rooms", rooms)
-    app.router.add_post("/meeting-tokens", tokens)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with FakeDailyRest() as rest:
         proc = await start_run_py(
             {}, "--create-room", "--persona", "echo", "--participant-absent-timeout", "0.5",
-            extra_env={"DAILY_API_KEY": "daily-key", "DAILY_API_URL": f"http://127.0.0.1:{port}"},
+            extra_env={"DAILY_API_KEY": rest.api_key, "DAILY_API_URL": rest.url},
         )
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
-    finally:
-        await runner.cleanup()
     out = stdout.decode()
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert "Daily room: https://acme.daily.co/made-here" in out
-    assert "FAKE-DAILY joined https://acme.daily.co/made-here with token made-token" in out
+    assert "FAKE-DAILY joined https://acme.daily.co/made-here with token bot-token" in out
     now = time.time()
-    assert now < seen["room"]["properties"]["exp"] <= now + 3700
-    props = seen["token"]["properties"]
-    assert props["room_name"] == "made-here" and now < props["exp"] <= now + 3700
+    (room,) = rest.rooms
+    assert now < room["properties"]["exp"] <= now + 3700 and room["privacy"] == "public"
+    (token,) = rest.tokens
+    props = token["properties"]
+    assert props["room_name"] == "made-here" and props["is_owner"] is True and now < props["exp"] <= now + 3700
     assert "participant_absent_timeout reached" in stderr.decode()
 
 
