@@ -63,3 +63,27 @@ def daily(monkeypatch):
     from tests.bot.fake_daily import install
 
     return install(monkeypatch)
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def no_replica_left_rendering():
+    """After every test, no replica frame loop is left running in the test's event loop.
+
+    A renderer whose call has ended but whose loop still runs renders into a
+    queue nobody reads: memory and CPU grow for as long as the process lives
+    (it once took a full test session to 20 GB).
+    """
+    import asyncio
+
+    yield
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while True:
+        left = [t for t in asyncio.all_tasks() if t.get_name().endswith("::video") and not t.done()]
+        if not left:
+            return
+        if loop.time() > deadline:
+            for task in left:
+                task.cancel()
+            pytest.fail(f"replica frame loop(s) still running after the test: {[t.get_name() for t in left]}")
+        await asyncio.sleep(0.1)

@@ -116,7 +116,7 @@ class ReplicaRendererProcessor(FrameProcessor):
             await self.push_frame(frame, direction)
             self._start_video()
         elif isinstance(frame, (EndFrame, CancelFrame)):
-            await self._stop_video()
+            await self.stop_video()
             await self.push_frame(frame, direction)
         elif isinstance(frame, PhonemeTimingFrame):
             self._track.add_phonemes(frame.phonemes, frame.sample_rate)
@@ -133,6 +133,18 @@ class ReplicaRendererProcessor(FrameProcessor):
         else:
             await self.push_frame(frame, direction)
 
+    async def cleanup(self):
+        """Stop the frame loop at teardown, however the pipeline ended.
+
+        pipecat's base cleanup cancels only its own input and process tasks.
+        A CancelFrame that times out on its way (a starved CPU, a closed tab)
+        never reaches this processor, and a loop left running renders 25
+        frames a second into a queue nobody reads, for as long as the
+        process lives.
+        """
+        await super().cleanup()
+        await self.stop_video()
+
     def render_at(self, now: float):
         """The RGB frame (numpy, HxWx3) for clock time ``now`` and whether speech plays then."""
         shape, loudness = self._track.shape_at(now)
@@ -143,7 +155,8 @@ class ReplicaRendererProcessor(FrameProcessor):
         if self._video_task is None:
             self._video_task = self.create_task(self._video_loop(), name=f"{self}::video")
 
-    async def _stop_video(self) -> None:
+    async def stop_video(self) -> None:
+        """Stop the frame loop (at the end of the call; safe to call twice)."""
         if self._video_task is not None:
             await self.cancel_task(self._video_task)
             self._video_task = None

@@ -1,10 +1,22 @@
 """The renderer processor in a pipeline: pacing, liveliness, interruption."""
 
+import asyncio
+
 import numpy as np
 import pytest
 
-from pipecat.frames.frames import InterruptionFrame, OutputImageRawFrame, TTSAudioRawFrame
+from pipecat.frames.frames import (
+    InputTextRawFrame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.workers.runner import WorkerRunner
 
 from processors.frames import PhonemeTimingFrame
 from processors.replica.assets import load_replica
@@ -103,3 +115,40 @@ def test_blinks_every_2_to_6_s_and_visible_in_pixels():
     whites = np.array(whites)
     open_level = np.median(whites)
     assert np.count_nonzero(whites < 0.4 * open_level) >= 1
+
+
+class _Stuck(FrameProcessor):
+    """Holds every frame after the StartFrame: a CancelFrame never gets past it."""
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+        else:
+            await asyncio.sleep(3600)
+
+
+async def test_a_call_whose_cancel_is_stuck_stops_rendering_when_its_worker_ends():
+    """The cancel times out (as on a starved CPU, after a closed tab): cleanup still stops the frame loop."""
+    renderer = ReplicaRendererProcessor(replica=load_replica("ada"))
+    worker = PipelineWorker(
+        Pipeline([_Stuck(), renderer]), cancel_timeout_secs=0.5, enable_rtvi=False, idle_timeout_secs=None
+    )
+    run = asyncio.create_task(_run(worker))
+    for _ in range(100):
+        if renderer.frames_rendered > 5:
+            break
+        await asyncio.sleep(0.05)
+    assert renderer.frames_rendered > 5
+    await worker.queue_frame(InputTextRawFrame("held"))  # the stuck processor now holds the queue
+    await worker.cancel()
+    await asyncio.wait_for(run, 10)
+    rendered = renderer.frames_rendered
+    await asyncio.sleep(0.5)
+    assert renderer.frames_rendered == rendered, "the replica kept rendering after its call ended"
+
+
+async def _run(worker):
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await runner.run()
