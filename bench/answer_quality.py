@@ -427,7 +427,7 @@ async def run_model(
     )
     result: dict = {"model": config.key, "gguf": gguf.name, "draft": config.draft, "setups": {}}
     async with server:
-        async with httpx.AsyncClient(timeout=120.0) as client:
+        async with httpx.AsyncClient(timeout=600.0) as client:
             result["speed"] = await machine_speed(client, server.base_url)
             print(f"{config.key}: prefill {result['speed']['prefill_tps']:.0f} tok/s, "
                   f"decode {result['speed']['decode_tps']:.1f} tok/s", flush=True)  # fmt: skip
