@@ -68,6 +68,8 @@ class LiveConversation:
     meeting_token_sha256: str | None
     room: Any = None
     bots: set[ConversationBot] = field(default_factory=set)
+    # Every bot that ran here, for the end-of-call perception analysis.
+    bots_seen: list[ConversationBot] = field(default_factory=list)
     transports: dict[ConversationBot, Any] = field(default_factory=dict)
     peers_joined: int = 0
     timers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -223,6 +225,7 @@ class LiveConversations:
         from pipecat.transports.base_transport import TransportParams
         from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
+        from bot.perception import camera_request_for
         from bot.pipeline import transport_media_params
         from bot.rooms import attach_bot_events
 
@@ -232,6 +235,10 @@ class LiveConversations:
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(live.persona))
         )
+        camera = camera_request_for(live.persona)
+        if camera is not None:
+            # The page sends its camera only when asked (at perception's rate and size).
+            connection.send_app_message(camera)
         bot = self._bot(live, transport)
         await bot.build()
 
@@ -259,6 +266,7 @@ class LiveConversations:
             transport, bot, connected_event="on_client_connected", disconnected_event="on_client_disconnected"
         )
         live.bots.add(bot)
+        live.bots_seen.append(bot)
         live.transports[bot] = transport
         try:
             await bot.run()
@@ -346,6 +354,10 @@ class LiveConversations:
                     {"role": t.role, "content": t.content} for t in await self._store.transcript(cid)
                 ]
                 await self._emit(cid, "application.transcription_ready", "application", {"transcript": transcript})
+                for bot in live.bots_seen:
+                    analysis = bot.perception_analysis()
+                    if analysis is not None:
+                        await self._emit(cid, "application.perception_analysis", "application", analysis)
             self._live.pop(cid, None)
             logger.info(
                 f"api: conversation {cid} ended ({final_reason}{'' if ended_here else '; already marked ended'})"

@@ -39,6 +39,7 @@ from processors import weights
 from processors.llm.llama_server import LlamaServer, find_llama_server
 from processors.llm.spoken_reply import SpokenReplyProcessor
 from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrategy
+from bot.perception import perception_refusals
 
 # Where a persona's sensitivities land (seconds, or a VAD confidence).
 # Pause sensitivity: how short a silence may end the user's turn.
@@ -93,11 +94,7 @@ def refused_fields(persona: Persona) -> list[str]:
     """The persona fields that are set but would do nothing with its engines, each named with why."""
     layers = persona.layers
     refused: list[str] = []
-    perception = layers.perception
-    if perception.perception_model == "off":
-        for name in ("ambient_awareness_queries", "perception_analysis_queries", "perception_tools", "perception_tool_prompt"):
-            if getattr(perception, name):
-                refused.append(f"layers.perception.{name} needs a perception_model; 'off' sees nothing")
+    refused.extend(perception_refusals(persona))
     if layers.llm.tools:
         refused.append("layers.llm.tools: tool calls are not supported; remove them")
     if layers.llm.speculative_inference and layers.conversational_flow.turn_detection_model != "smart_turn_v3":

@@ -45,6 +45,7 @@ from bot.interactions import (
     system_instruction_frame,
     updated_context,
 )
+from bot.perception import SCREEN_FRAMERATE, PerceptionLayer, build_perception
 from bot.settings import Settings
 from personas.model import Persona
 
@@ -57,8 +58,6 @@ AUDIO_IN_SAMPLE_RATE = 16000
 # microphone frames (system frames too), so on a starved CPU it can take
 # seconds; the peer is gone by then and nothing may keep running for it.
 CANCEL_TIMEOUT_S = 1.0
-# Camera frames per second that perception samples, when it is on.
-PERCEPTION_FRAMERATE = 1
 AUDIO_OUT_SAMPLE_RATE = 24000
 
 
@@ -89,7 +88,7 @@ def camera_in_framerate(persona: Persona) -> int | None:
     """
     if persona.layers.perception.perception_model == "off":
         return None
-    return PERCEPTION_FRAMERATE
+    return persona.layers.perception.fps
 
 
 # The shutdown reason of a call ended because a cloud engine rejected its key.
@@ -137,7 +136,14 @@ def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[s
     if video_in and framerate is not None:
         from pipecat.transports.base_transport import VideoInSourceParams
 
-        params.update(video_in_enabled=True, video_in_sources={"camera": VideoInSourceParams(framerate=framerate)})
+        params.update(
+            video_in_enabled=True,
+            video_in_sources={
+                "camera": VideoInSourceParams(framerate=framerate),
+                # A shared screen, when the peer sends one, is read for its text.
+                "screenVideo": VideoInSourceParams(framerate=SCREEN_FRAMERATE),
+            },
+        )
     return params
 
 
@@ -192,6 +198,7 @@ class ConversationBot:
         self.observer: TurnObserver | None = None
         self.processors: list[FrameProcessor] = []
         self.tavus: FrameProcessor | None = None
+        self.perception: PerceptionLayer | None = None
         self.shutdown_reason: str | None = None
 
     @property
@@ -230,10 +237,13 @@ class ConversationBot:
         persona = self.conversation.persona
         layers = persona.layers
         tts = build_tts(persona, self._settings, self._models)
+        self.perception = build_perception(persona, self._settings, conversation_id=self.conversation.conversation_id)
         aggregators = None
         if persona.pipeline_mode == "echo":
             # The replica speaks only what conversation.echo sends: no STT, no LLM.
             processors: list[FrameProcessor] = [self._transport.input(), tts]
+            if self.perception is not None:
+                processors.insert(1, self.perception.tap)
         else:
             stt = build_stt(persona, self._settings, self._models)
             system = system_prompt(persona, self.conversation.conversational_context)
@@ -242,6 +252,10 @@ class ConversationBot:
             aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
             spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user
             processors = [self._transport.input(), stt, aggregators.user(), llm, spoken, tts]
+            if self.perception is not None:
+                # The camera tap first; the cue line goes into the context the LLM gets.
+                processors.insert(1, self.perception.tap)
+                processors.insert(processors.index(llm), self.perception.context)
         if layers.replica.replica_engine == "tavus":
             self._session = aiohttp.ClientSession()
             self.tavus = build_tavus_video(persona, self._settings, self._session)
@@ -320,8 +334,23 @@ class ConversationBot:
         if self.shutdown_reason is None:
             self.shutdown_reason = reason
             logger.info(f"{self}: ending: {reason}")
+            analysis = self.perception_analysis()
+            if analysis is not None:
+                # Best effort: the peer may be gone already (the API sends the webhook).
+                await self._send({
+                    "message_type": "conversation",
+                    "event_type": "conversation.perception_analysis",
+                    "conversation_id": self.conversation.conversation_id,
+                    "properties": analysis,
+                })
         if self.worker is not None:
             await self.worker.cancel(reason=reason)
+
+    def perception_analysis(self) -> dict[str, Any] | None:
+        """The end-of-call perception analysis (``perception_analysis_queries`` answered); None with perception off."""
+        if self.perception is None:
+            return None
+        return self.perception.tap.analysis()
 
     async def respond(self) -> None:
         """Ask the LLM for a reply to the context as it stands."""

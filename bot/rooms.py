@@ -9,7 +9,7 @@ from loguru import logger
 from pipecat.transports.base_transport import TransportParams
 
 from bot.engines import EmbeddedModels, check_persona
-from bot.pipeline import Conversation, ConversationBot, camera_in_framerate, transport_media_params
+from bot.pipeline import Conversation, ConversationBot, transport_media_params
 from bot.settings import Settings
 from personas import load_persona
 
@@ -83,7 +83,7 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
     """The dev room's ``on_connection``: one conversation bot per peer that joins."""
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
-    from bot.devroom import camera_request
+    from bot.perception import camera_request_for
 
     persona = load_persona(persona_name)
     check_persona(persona, settings, name=persona_name)
@@ -92,10 +92,10 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(persona))
         )
-        framerate = camera_in_framerate(persona)
-        if framerate is not None:
-            # The page sends no camera until asked, and then at this rate.
-            connection.send_app_message(camera_request(framerate=framerate))
+        request = camera_request_for(persona)
+        if request is not None:
+            # The page sends no camera until asked, and then at the rate and size perception wants.
+            connection.send_app_message(request)
         await run_conversation(
             transport,
             persona=persona,

@@ -18,7 +18,7 @@ STT_ENGINES = ("whisper", "openai")
 LLM_ENGINES = ("llama_cpp", "openai")
 TTS_ENGINES = ("piper", "cartesia", "elevenlabs")
 REPLICA_ENGINES = ("local", "tavus", "off")
-PERCEPTION_MODELS = ("off",)
+PERCEPTION_MODELS = ("off", "landmarks")
 TURN_DETECTION_MODELS = ("smart_turn_v3", "vad")
 
 
@@ -27,9 +27,17 @@ class _Layer(BaseModel):
 
 
 class PerceptionLayer(_Layer):
-    """What the replica sees: the camera, and questions asked about it."""
+    """What the replica sees: the camera, and questions asked about it.
 
-    perception_model: Literal["off"] = "off"
+    ``landmarks`` runs face landmark models on the user's camera (``fps``
+    frames a second, small frames) and gives the LLM the cues each turn:
+    presence, gaze, expression, nods and shakes, lighting, and a shared
+    screen's text. Its queries and tools must name what those cues cover.
+    ``off`` asks for no camera and loads nothing.
+    """
+
+    perception_model: Literal["off", "landmarks"] = "off"
+    fps: int = Field(default=2, ge=1, le=10)
     ambient_awareness_queries: list[str] = Field(default_factory=list)
     perception_analysis_queries: list[str] = Field(default_factory=list)
     perception_tools: list[dict[str, Any]] = Field(default_factory=list)

@@ -127,13 +127,74 @@ def check_pipeline_mode():
 def check_perception_model():
     with pytest.raises(ValidationError):
         persona(perception={"perception_model": "moondream"})
+    from bot.perception import build_perception, camera_request_for
+    from bot.pipeline import camera_in_framerate
+
+    off = persona()
+    assert camera_in_framerate(off) is None and camera_request_for(off) is None
+    assert build_perception(off, KEYS) is None  # nothing built, no model loaded
+    on = persona(perception={"perception_model": "landmarks"}, replica=NO_FACE)
+    check_persona(on, KEYS, name="x")
+    assert camera_in_framerate(on) == 2
+    assert transport_media_params(on)["video_in_enabled"] is True
+    assert camera_request_for(on) == {"type": "devroom.camera", "send": True, "framerate": 2, "width": 320, "height": 240}
+    layer = build_perception(on, KEYS, conversation_id="c9")
+    assert layer is not None and layer.context is not None
 
 
-def refused_with_perception_off(name: str, value: Any) -> Callable[[], None]:
+def check_perception_queries(name: str) -> Callable[[], None]:
     def check():
-        refused(persona(perception={name: value}), f"layers.perception.{name}")
+        refused(persona(perception={name: ["Mood?"]}), f"layers.perception.{name}")
+        on = {"perception_model": "landmarks"}
+        p = persona(perception={**on, name: ["Is the user smiling?", "How many people are there?"]}, replica=NO_FACE)
+        check_persona(p, KEYS, name="x")
+        from bot.perception import build_perception
+
+        assert getattr(build_perception(p, KEYS).tap._params, name) == ["Is the user smiling?", "How many people are there?"]
+        # A question about nothing the landmarks see is refused by name, with what it can answer.
+        refused(persona(perception={**on, name: ["What colour is the user's shirt?"]}), "What colour is the user's shirt?")
 
     return check
+
+
+NO_FACE = {"replica_engine": "off"}
+LEFT_TOOL = {"type": "function", "function": {"name": "user_left", "description": "Call when the user leaves."}}
+
+
+def check_perception_tools():
+    refused(persona(perception={"perception_tools": [LEFT_TOOL]}), "layers.perception.perception_tools")
+    on = {"perception_model": "landmarks"}
+    p = persona(perception={**on, "perception_tools": [LEFT_TOOL]}, replica=NO_FACE)
+    check_persona(p, KEYS, name="x")
+    from bot.perception import build_perception
+
+    assert [t.name for t in build_perception(p, KEYS).tap.tools] == ["user_left"]
+    hat = {"type": "function", "function": {"name": "spot_hat", "description": "Call when the user wears a hat."}}
+    refused(persona(perception={**on, "perception_tools": [hat]}), "'spot_hat' names no cue")
+
+
+def check_perception_tool_prompt():
+    refused(persona(perception={"perception_tool_prompt": "Use tools."}), "layers.perception.perception_tool_prompt")
+    on = {"perception_model": "landmarks"}
+    vague = {"type": "function", "function": {"name": "flag_moment", "description": "Flag a moment."}}
+    refused(persona(perception={**on, "perception_tools": [vague]}), "'flag_moment' names no cue")
+    # The prompt's sentence that names the tool says when it fires.
+    p = persona(
+        perception={**on, "perception_tools": [vague], "perception_tool_prompt": "Call flag_moment when the user frowns."},
+        replica=NO_FACE,
+    )
+    check_persona(p, KEYS, name="x")
+    from bot.perception import build_perception
+
+    (tool,) = build_perception(p, KEYS).tap.tools
+    assert tool.triggers == (("expression", "frowning"),)
+
+
+def check_perception_fps():
+    from bot.pipeline import camera_in_framerate
+
+    assert camera_in_framerate(persona(perception={"perception_model": "landmarks", "fps": 5})) == 5
+    refused(persona(perception={"fps": 5}), "layers.perception.fps")
 
 
 def check_stt_engine():
@@ -306,10 +367,11 @@ CHECKS: dict[str, Callable[[], None]] = {
     "custom_greeting": check_custom_greeting,
     "pipeline_mode": check_pipeline_mode,
     "layers.perception.perception_model": check_perception_model,
-    "layers.perception.ambient_awareness_queries": refused_with_perception_off("ambient_awareness_queries", ["Is it sunny?"]),
-    "layers.perception.perception_analysis_queries": refused_with_perception_off("perception_analysis_queries", ["Mood?"]),
-    "layers.perception.perception_tools": refused_with_perception_off("perception_tools", [{"name": "t"}]),
-    "layers.perception.perception_tool_prompt": refused_with_perception_off("perception_tool_prompt", "Use tools."),
+    "layers.perception.fps": check_perception_fps,
+    "layers.perception.ambient_awareness_queries": check_perception_queries("ambient_awareness_queries"),
+    "layers.perception.perception_analysis_queries": check_perception_queries("perception_analysis_queries"),
+    "layers.perception.perception_tools": check_perception_tools,
+    "layers.perception.perception_tool_prompt": check_perception_tool_prompt,
     "layers.stt.stt_engine": check_stt_engine,
     "layers.stt.model": check_stt_model,
     "layers.stt.language": check_stt_language,
