@@ -46,6 +46,10 @@
     mediaNote: $("media-note"),
     transcript: $("transcript"),
     latencyTotal: $("latency-total"),
+    perceptionSection: $("perception-section"),
+    perceptionLine: $("perception-line"),
+    perceptionCues: $("perception-cues"),
+    perceptionAnalysis: $("perception-analysis"),
     latencyStages: $("latency-stages"),
     latencyHistory: $("latency-history"),
     speakingUser: $("speaking-user"),
@@ -308,6 +312,17 @@
       case "conversation.latency":
         showLatency(props.timings_ms ?? {});
         break;
+      case "conversation.perception_cues":
+        showPerception(props);
+        break;
+      case "conversation.perception_tool_call":
+        addTranscriptNote(`perception tool ${props.name ?? "?"} (${props.cue?.name ?? ""}: ${props.cue?.value ?? ""})`);
+        break;
+      case "conversation.perception_analysis":
+        ui.perceptionSection.hidden = false;
+        ui.perceptionAnalysis.hidden = false;
+        ui.perceptionAnalysis.textContent = props.analysis ?? "";
+        break;
       default:
         break;
     }
@@ -347,6 +362,21 @@
     line.textContent = text;
     ui.transcript.append(line);
     ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  }
+
+  // The live cues (conversation.perception_cues): the line the LLM gets, and each cue since when.
+  function showPerception(props) {
+    ui.perceptionSection.hidden = false;
+    ui.perceptionLine.textContent = props.line ?? "–";
+    ui.perceptionCues.replaceChildren();
+    for (const [name, cue] of Object.entries(props.cues ?? {})) {
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.dataset.cue = name;
+      dd.textContent = `${cue.value} (since ${Number(cue.since_s ?? 0).toFixed(1)} s)`;
+      ui.perceptionCues.append(dt, dd);
+    }
   }
 
   const formatMs = (value) => (typeof value === "number" ? String(Math.round(value)) : "–");
