@@ -7,7 +7,9 @@ missing.
 """
 
 import asyncio
+import re
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -82,6 +84,8 @@ EMOTION_INSTRUCTION = (
     "Start every sentence with a tag that sets the voice's emotion for it, such as "
     '<emotion value="happy"/>, choosing one of: ' + ", ".join(CARTESIA_EMOTIONS) + "."
 )
+# A tool's name, as OpenAI-compatible APIs accept it.
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # The rate at which Tavus sends its video (the output is paced at it).
 TAVUS_FPS = 30
 
@@ -95,8 +99,10 @@ def refused_fields(persona: Persona) -> list[str]:
     layers = persona.layers
     refused: list[str] = []
     refused.extend(perception_refusals(persona))
-    if layers.llm.tools:
-        refused.append("layers.llm.tools: tool calls are not supported; remove them")
+    for i, tool in enumerate(layers.llm.tools):
+        problem = tool_problem(tool)
+        if problem:
+            refused.append(f"layers.llm.tools[{i}]: {problem}")
     if layers.llm.speculative_inference and layers.conversational_flow.turn_detection_model != "smart_turn_v3":
         refused.append(
             "layers.llm.speculative_inference needs layers.conversational_flow.turn_detection_model='smart_turn_v3' "
@@ -141,6 +147,42 @@ def conversation_language(persona: Persona) -> ConversationLanguage | None:
         return resolve_language(code)
     except UnsupportedLanguageError:
         return None  # a Whisper language outside the contract's list: no instruction for it
+
+
+def tool_problem(tool: Any) -> str | None:
+    """What is wrong with one entry of ``layers.llm.tools`` (the OpenAI function format), or None."""
+    if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+        return 'must be {"type": "function", "function": {"name": ..., "description": ..., "parameters": {...}}}'
+    function = tool["function"]
+    name = function.get("name")
+    if not isinstance(name, str) or not TOOL_NAME.match(name):
+        return f"function.name must be 1-64 letters, digits, _ or -; got {name!r}"
+    parameters = function.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+        return "function.parameters must be a JSON schema of type 'object'"
+    if not isinstance(parameters.get("properties", {}), dict) or not isinstance(parameters.get("required", []), list):
+        return "function.parameters.properties must be an object and .required a list"
+    return None
+
+
+def tools_schema(tools: list[dict[str, Any]]):
+    """``layers.llm.tools`` (OpenAI function format, checked by ``tool_problem``) as pipecat's ``ToolsSchema``."""
+    from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+    from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+    functions = []
+    for tool in tools:
+        function = tool["function"]
+        parameters = function.get("parameters") or {}
+        functions.append(
+            FunctionSchema(
+                name=function["name"],
+                description=function.get("description", ""),
+                properties=parameters.get("properties", {}),
+                required=parameters.get("required", []),
+            )
+        )
+    return ToolsSchema(standard_tools=functions)
 
 
 def system_prompt(persona: Persona, conversational_context: str = "") -> str:
@@ -482,17 +524,18 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
     )
 
 
+def vad_params(*, pause: str, interrupt: str) -> VADParams:
+    """The VAD settings for a pause and an interrupt sensitivity (``low``/``medium``/``high``)."""
+    start_secs, confidence = VAD_START[interrupt]
+    return VADParams(start_secs=start_secs, stop_secs=VAD_STOP_SECS[pause], confidence=confidence)
+
+
 def build_user_params(persona: Persona) -> LLMUserAggregatorParams:
     """VAD and turn strategies from the persona's sensitivities."""
     stt = persona.layers.stt
     flow = persona.layers.conversational_flow
-    start_secs, confidence = VAD_START[stt.participant_interrupt_sensitivity]
     vad = SileroVADAnalyzer(
-        params=VADParams(
-            start_secs=start_secs,
-            stop_secs=VAD_STOP_SECS[stt.participant_pause_sensitivity],
-            confidence=confidence,
-        )
+        params=vad_params(pause=stt.participant_pause_sensitivity, interrupt=stt.participant_interrupt_sensitivity)
     )
     if flow.turn_detection_model == "smart_turn_v3":
         stop = [

@@ -6,6 +6,7 @@ transport.input -> STT -> user turn (VAD + Smart Turn) -> LLM -> TTS
 ```
 """
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -14,9 +15,11 @@ from typing import Any
 import aiohttp
 from loguru import logger
 from pipecat.frames.frames import (
+    FunctionCallResultProperties,
     LLMRunFrame,
     OutputTransportMessageUrgentFrame,
     TTSSpeakFrame,
+    VADParamsUpdateFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -35,6 +38,8 @@ from bot.engines import (
     build_tts,
     build_user_params,
     system_prompt,
+    tools_schema,
+    vad_params,
 )
 from bot.interactions import (
     CONTEXT_EVENTS,
@@ -42,8 +47,10 @@ from bot.interactions import (
     TurnTimings,
     UnknownClientEvent,
     client_message_frames,
+    envelope,
     system_instruction_frame,
     updated_context,
+    updated_sensitivity,
 )
 from bot.perception import SCREEN_FRAMERATE, PerceptionLayer, build_perception
 from bot.settings import Settings
@@ -200,6 +207,12 @@ class ConversationBot:
         self.tavus: FrameProcessor | None = None
         self.perception: PerceptionLayer | None = None
         self.shutdown_reason: str | None = None
+        stt = conversation.persona.layers.stt
+        # The turn-taking sensitivities now (conversation.sensitivity changes them live).
+        self.sensitivity = {
+            "participant_pause_sensitivity": stt.participant_pause_sensitivity,
+            "participant_interrupt_sensitivity": stt.participant_interrupt_sensitivity,
+        }
 
     @property
     def turns(self) -> list[TurnTimings]:
@@ -224,6 +237,15 @@ class ConversationBot:
             if event_type in CONTEXT_EVENTS:
                 conversation.conversational_context = updated_context(message, conversation.conversational_context)
                 frames = [system_instruction_frame(system_prompt(conversation.persona, conversation.conversational_context))]
+            elif event_type == "conversation.sensitivity":
+                self.sensitivity = updated_sensitivity(message, self.sensitivity)
+                params = vad_params(
+                    pause=self.sensitivity["participant_pause_sensitivity"],
+                    interrupt=self.sensitivity["participant_interrupt_sensitivity"],
+                )
+                # Downstream to the user aggregator's VAD, which takes it from the next audio frame on.
+                frames = [VADParamsUpdateFrame(params=params)]
+                logger.info(f"{self}: turn-taking sensitivity now {self.sensitivity}")
             else:
                 frames = client_message_frames(message)
         except (UnknownClientEvent, ValueError) as e:
@@ -248,7 +270,11 @@ class ConversationBot:
             stt = build_stt(persona, self._settings, self._models)
             system = system_prompt(persona, self.conversation.conversational_context)
             llm = build_llm(persona, self._settings, self._models, system_instruction=system)
-            context = LLMContext()
+            tools = persona.layers.llm.tools
+            context = LLMContext(tools=tools_schema(tools)) if tools else LLMContext()
+            if tools:
+                # The client runs the persona's tools: each call goes to it as conversation.tool_call.
+                llm.register_function(None, self._on_tool_call)
             aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
             spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user
             processors = [self._transport.input(), stt, aggregators.user(), llm, spoken, tts]
@@ -289,6 +315,31 @@ class ConversationBot:
         )
         self.worker.event_handler("on_pipeline_error")(self._on_pipeline_error)
         return self.worker
+
+    async def _on_tool_call(self, params) -> None:
+        """The LLM called one of the persona's tools: the client runs it (``conversation.tool_call``).
+
+        The replica does not wait for it: the client may answer with
+        ``conversation.append_llm_context`` (and ``conversation.respond`` or
+        ``conversation.echo`` to speak about it).
+        """
+        logger.info(f"{self}: tool call {params.function_name} sent to the client")
+        await self._send(
+            envelope(
+                "conversation.tool_call",
+                self.conversation.conversation_id,
+                {
+                    "name": params.function_name,
+                    "arguments": json.dumps(params.arguments),
+                    "tool_call_id": params.tool_call_id,
+                },
+                self.observer.inference_id if self.observer else None,
+            )
+        )
+        await params.result_callback(
+            {"status": "sent to the client, which runs it and may add its result to the context"},
+            properties=FunctionCallResultProperties(run_llm=False),
+        )
 
     async def _on_pipeline_error(self, _worker, frame) -> None:
         # A cloud engine that rejects its key would leave a mute bot: end the call instead.

@@ -16,7 +16,7 @@ Sensitivity = Literal["low", "medium", "high"]
 
 STT_ENGINES = ("whisper", "openai")
 LLM_ENGINES = ("llama_cpp", "openai")
-TTS_ENGINES = ("piper", "cartesia", "elevenlabs")
+TTS_ENGINES = ("piper", "espeak", "cartesia", "elevenlabs")
 REPLICA_ENGINES = ("local", "tavus", "off")
 PERCEPTION_MODELS = ("off", "landmarks")
 TURN_DETECTION_MODELS = ("smart_turn_v3", "vad")

@@ -266,7 +266,16 @@ def check_llm_api_key():
 
 
 def check_llm_tools():
-    refused(persona(llm={"tools": [{"type": "function", "function": {"name": "f"}}]}), "layers.llm.tools")
+    from bot.engines import refused_fields, tools_schema
+
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "The weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    p = persona(llm={"tools": [tool]})
+    assert not refused_fields(p)
+    (schema,) = tools_schema(p.layers.llm.tools).standard_tools
+    assert (schema.name, schema.required, schema.properties) == ("get_weather", ["city"], {"city": {"type": "string"}})
+    refused(persona(llm={"tools": [{"type": "function", "function": {"name": "no spaces"}}]}), "layers.llm.tools[0]: function.name")
+    refused(persona(llm={"tools": [{"name": "f"}]}), 'layers.llm.tools[0]: must be {"type": "function"')
 
 
 def check_llm_headers():
