@@ -161,6 +161,8 @@ def answer_now(question: str, cues: dict[str, Any], *, screen_text: str | None =
                 answers.append("no one is in view")
             else:
                 answers.append(f"{faces} {'person is' if faces == 1 else 'people are'} in view")
+        elif faces == 0 and topic in ("attention", "expression", "gesture"):
+            answers.append("no one is in view")
         elif topic == "attention":
             value = (cues.get("attention") or {}).get("value")
             answers.append({"looking": "looking at the camera", "away": "looking away"}.get(value, "not known"))
