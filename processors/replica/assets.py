@@ -6,7 +6,10 @@ A replica is a folder ``replicas/<replica_id>/`` holding
 - ``landmarks.json``: eye and mouth positions in portrait pixels
   (:class:`FaceLandmarks`);
 - ``replica.json``: ``replica_id``, ``replica_name``, ``default_voice``,
-  and where the image came from and under which licence.
+  and where the image came from and under which licence;
+- ``mesh.json`` (when the packaged face models are installed): the 468-point
+  face mesh the renderer warps the mouth and jaw with
+  (:mod:`processors.replica.mesh`).
 
 :func:`create_replica` makes one from a photo. Faces are found with the
 Haar cascades that ship inside OpenCV (``cv2.data``), so nothing is
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from processors.replica.mesh import MeshNotFoundError, ReplicaMesh, find_mesh, read_mesh, write_mesh
 
 DEFAULT_REPLICAS_DIR = Path(__file__).resolve().parents[2] / "replicas"
 DEFAULT_VOICE = "en_US-joe-medium"
@@ -114,6 +119,7 @@ class Replica:
     landmarks: FaceLandmarks
     metadata: dict
     path: Path | None = None
+    mesh: ReplicaMesh | None = None
 
 
 def list_replicas(replicas_dir: Path = DEFAULT_REPLICAS_DIR) -> list[str]:
@@ -148,6 +154,7 @@ def load_replica(replica_id: str, replicas_dir: Path = DEFAULT_REPLICAS_DIR) -> 
         landmarks=landmarks,
         metadata=metadata,
         path=folder,
+        mesh=read_mesh(folder),
     )
 
 
@@ -167,6 +174,7 @@ def write_replica(
     image_source: str,
     image_licence: str,
     default_voice: str = DEFAULT_VOICE,
+    mesh: ReplicaMesh | None = None,
 ) -> Path:
     """Write a replica folder atomically: into a temporary folder, then renamed.
 
@@ -199,6 +207,9 @@ def write_replica(
             "image_licence": image_licence,
             "landmarks_detector": landmarks.detector,
         }
+        if mesh is not None:
+            write_mesh(tmp, mesh)
+            metadata["mesh_detector"] = mesh.detector
         (tmp / "replica.json").write_text(json.dumps(metadata, indent=2) + "\n")
         os.rename(tmp, final)
     except BaseException:
@@ -303,6 +314,7 @@ def create_replica(
     default_voice: str = DEFAULT_VOICE,
     image_source: str | None = None,
     image_licence: str = "provided by the user",
+    mesh_finder=None,
 ) -> Path:
     """Make a replica from a photo of one face and write its folder.
 
@@ -318,6 +330,10 @@ def create_replica(
         default_voice: Voice id recorded in the metadata.
         image_source: Where the photo came from (defaults to its file name).
         image_licence: Licence of the photo, recorded in the metadata.
+        mesh_finder: The packaged face models
+            (:func:`processors.replica.mesh.open_mesh_finder`); the face mesh
+            found with them on the portrait is stored as ``mesh.json``. None
+            stores no mesh (the renderer then draws the mouth without it).
 
     Returns:
         The new replica folder.
@@ -357,6 +373,12 @@ def create_replica(
         )
 
     landmarks, portrait = _normalise_portrait(rgb, face)
+    mesh = None
+    if mesh_finder is not None:
+        try:
+            mesh = find_mesh(portrait, mesh_finder)
+        except MeshNotFoundError as e:
+            raise ReplicaCreationError(f"{path}: {e}") from None
     return write_replica(
         replicas_dir,
         replica_id=rid,
@@ -366,6 +388,7 @@ def create_replica(
         image_source=image_source or path.name,
         image_licence=image_licence,
         default_voice=default_voice,
+        mesh=mesh,
     )
 
 

@@ -2,9 +2,11 @@
 
 :class:`FaceRig` turns a :class:`FacePose` (mouth shape, eyelids, gaze,
 head motion) into an RGB frame. Only the regions that move are warped: the
-mouth and jaw, and each eye, with ``cv2.remap`` on displacement fields built
-from precomputed grids; an open mouth gets a painted inside (dark cavity,
-teeth, tongue). A small affine warp of the whole frame adds head motion and
+mouth and jaw, and each eye. A replica with a face mesh gets its lips, chin
+and jaw warped piecewise from the portrait (:class:`MouthWarp`); one without
+gets the older displacement field around the mouth line with a painted
+inside (dark cavity, teeth, tongue). Eyes use ``cv2.remap`` on displacement
+fields built from precomputed grids. A small affine warp of the whole frame adds head motion and
 breathing.
 
 :class:`IdleMotion` makes the face alive while listening: blinks at 2-6 s
@@ -21,6 +23,7 @@ import cv2
 import numpy as np
 
 from processors.replica.assets import FaceLandmarks, Replica
+from processors.replica.mouth_warp import MouthWarp
 
 
 @dataclass
@@ -28,13 +31,14 @@ class FacePose:
     """Everything that moves in one frame.
 
     Parameters:
-        mouth: ``[open, width, teeth, tongue]`` (see ``MouthShape``).
+        mouth: ``[open, width, teeth, tongue, press]`` (see ``MouthShape``;
+            ``press`` may be left out).
         blink: Eyelid closure, 0 open to 1 closed.
         gaze: Iris offset ``(x, y)`` in units of the eye's half size, -1..1.
         head: ``(dx_px, dy_px, roll_deg, scale)`` applied to the whole frame.
     """
 
-    mouth: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    mouth: np.ndarray = field(default_factory=lambda: np.zeros(5, np.float32))
     blink: float = 0.0
     gaze: tuple[float, float] = (0.0, 0.0)
     head: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
@@ -94,6 +98,10 @@ class FaceRig:
         self.landmarks = landmarks
         self.base = np.ascontiguousarray(base)
         self._build_mouth(landmarks)
+        # With a face mesh the lips, chin and jaw are warped from the portrait itself.
+        self.mouth_warp: MouthWarp | None = None
+        if replica.mesh is not None:
+            self.mouth_warp = MouthWarp(self.base, replica.mesh.scaled(factor, (ox, oy)))
         self._eyes = [self._build_eye(landmarks.eye_left, landmarks), self._build_eye(landmarks.eye_right, landmarks)]
         self._pivot = (float(landmarks.chin[0]), float(landmarks.chin[1]))
 
@@ -126,7 +134,10 @@ class FaceRig:
         self._dx = dx.astype(np.float32)
 
     def _mouth(self, frame: np.ndarray, mouth: np.ndarray) -> None:
-        open_, width, teeth, tongue = (float(v) for v in mouth)
+        if self.mouth_warp is not None:
+            self.mouth_warp.render_into(frame, mouth)
+            return
+        open_, width, teeth, tongue = (float(v) for v in mouth[:4])
         if open_ < 0.005 and abs(width) < 0.01:
             return
         r = self._mouth_region

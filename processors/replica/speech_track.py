@@ -53,7 +53,7 @@ def loudness_envelope(audio: np.ndarray, sample_rate: int, hop_s: float = _ENV_H
 def mouth_from_loudness(envelope: float) -> np.ndarray:
     """Mouth shape for speech whose phonemes are unknown, from its loudness."""
     e = float(envelope)
-    return np.array([0.85 * e**1.3, 0.15 - 0.25 * e, min(1.0, 1.6 * e) * 0.55, 0.0], dtype=np.float32)
+    return np.array([0.85 * e**1.3, 0.15 - 0.25 * e, min(1.0, 1.6 * e) * 0.55, 0.0, 0.0], dtype=np.float32)
 
 
 class SpeechTrack:
@@ -126,7 +126,7 @@ class SpeechTrack:
         self._anchored = True
 
     def shape_at(self, now: float) -> tuple[np.ndarray, float]:
-        """Mouth shape ``[open, width, teeth, tongue]`` and loudness (0..1) at ``now``."""
+        """Mouth shape ``[open, width, teeth, tongue, press]`` and loudness (0..1) at ``now``."""
         run = self._run_at(now)
         if run is None:
             return REST.as_array(), 0.0
@@ -136,7 +136,7 @@ class SpeechTrack:
             if offset <= s < offset + curve.end:
                 shape = curve.shape_at(s - offset)
                 shape[0] *= 0.55 + 0.6 * loudness
-                return np.clip(shape, [0, -1, 0, 0], [1, 1, 1, 1]).astype(np.float32), loudness
+                return np.clip(shape, [0, -1, 0, 0, 0], [1, 1, 1, 1, 1]).astype(np.float32), loudness
         return mouth_from_loudness(loudness), loudness
 
     def _run_at(self, now: float) -> _PlaybackRun | None:

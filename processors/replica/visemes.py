@@ -1,6 +1,6 @@
 """Mouth shapes: espeak IPA phonemes to visemes, and visemes to smooth curves.
 
-A mouth shape is four numbers (see :class:`MouthShape`). Phoneme timing
+A mouth shape is five numbers (see :class:`MouthShape`). Phoneme timing
 becomes a list of keyframes, one target shape per phoneme, and the shape at
 any time is a smooth (ease-in-out) blend between the two keyframes around it,
 so the mouth glides from one phoneme to the next instead of snapping.
@@ -24,21 +24,25 @@ class MouthShape:
         width: Lip corners, -1 (rounded, pursed) to 1 (spread, smile).
         teeth: How much of the upper teeth shows, 0 to 1.
         tongue: How much tongue shows at the front, 0 to 1.
+        press: Lips pressed together (p, b, m), 0 to 1: closes even a
+            portrait's open smile.
     """
 
     open: float = 0.0
     width: float = 0.0
     teeth: float = 0.0
     tongue: float = 0.0
+    press: float = 0.0
 
     def as_array(self) -> np.ndarray:
-        """The shape as a float32 vector ``[open, width, teeth, tongue]``."""
-        return np.array([self.open, self.width, self.teeth, self.tongue], dtype=np.float32)
+        """The shape as a float32 vector ``[open, width, teeth, tongue, press]``."""
+        return np.array([self.open, self.width, self.teeth, self.tongue, self.press], dtype=np.float32)
 
     @classmethod
     def from_array(cls, values: np.ndarray) -> MouthShape:
-        """Build a shape from a ``[open, width, teeth, tongue]`` vector."""
-        return cls(float(values[0]), float(values[1]), float(values[2]), float(values[3]))
+        """Build a shape from a ``[open, width, teeth, tongue(, press)]`` vector."""
+        press = float(values[4]) if len(values) > 4 else 0.0
+        return cls(float(values[0]), float(values[1]), float(values[2]), float(values[3]), press)
 
 
 REST = MouthShape()
@@ -48,8 +52,8 @@ class Viseme(Enum):
     """Visible mouth classes, each with its target shape."""
 
     REST = MouthShape(0.0, 0.0, 0.0, 0.0)
-    PBM = MouthShape(0.0, -0.05, 0.0, 0.0)  # lips pressed
-    FV = MouthShape(0.12, 0.15, 0.9, 0.0)  # lower lip under upper teeth
+    PBM = MouthShape(0.0, -0.05, 0.0, 0.0, 1.0)  # lips pressed
+    FV = MouthShape(0.12, 0.15, 0.9, 0.0, 0.3)  # lower lip under upper teeth
     TH = MouthShape(0.22, 0.1, 0.7, 0.8)  # tongue between teeth
     DNL = MouthShape(0.28, 0.15, 0.6, 0.4)  # tongue behind teeth
     SZ = MouthShape(0.14, 0.45, 1.0, 0.0)  # teeth nearly together, spread
@@ -173,10 +177,10 @@ class MouthCurve:
         self.start = segments[0][0] if segments else 0.0
         self.end = segments[-1][1] if segments else 0.0
         self._times = np.asarray(times, dtype=np.float64)
-        self._shapes = np.asarray(shapes, dtype=np.float32).reshape(-1, 4)
+        self._shapes = np.asarray(shapes, dtype=np.float32).reshape(-1, 5)
 
     def shape_at(self, t: float) -> np.ndarray:
-        """The ``[open, width, teeth, tongue]`` vector at ``t`` seconds."""
+        """The ``[open, width, teeth, tongue, press]`` vector at ``t`` seconds."""
         if len(self._times) == 0:
             return REST.as_array()
         i = bisect.bisect_right(self._times, t)

@@ -1,0 +1,423 @@
+"""The mouth and jaw moved by warping the portrait itself, from its face mesh.
+
+:class:`MouthWarp` takes the mesh points of the lips (inner and outer
+contours), the chin and the jaw line, plus skin points between nose and
+chin, and triangulates them once (Delaunay) inside a rectangle of the lower
+face whose edges stay put. Per frame, the mouth parameters move the points:
+the jaw drops (the chin most, the jaw's sides less, the lower lip with it),
+the corners spread or come together, the lips press. Each triangle is then
+mapped back to the portrait by its own affine transform: a label image says
+which triangle covers each pixel (only the triangles that moved are drawn),
+the per-triangle transforms become one ``cv2.remap`` of the lower face. So the
+real lips part and the chin drops; inside the warped inner lip contour a
+mouth cavity is painted (shaded, upper teeth under the upper lip, a hint of
+tongue and lower teeth when wide open) and blended at its edge.
+
+Everything that does not change per frame (triangles, weights, pixel grids)
+is computed in the constructor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from processors.replica.mesh import (
+    CHIN,
+    FOREHEAD,
+    JAW_LINE,
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    LIPS_OUTER_LOWER,
+    LIPS_OUTER_UPPER,
+    LOWER_FACE,
+    NOSE_BOTTOM,
+    ReplicaMesh,
+)
+
+# The chin's drop at full jaw opening, as a fraction of the face's height
+# (forehead to chin): 8 % for an open "ah".
+JAW_DROP = 0.08
+# Labels are drawn with this many fractional bits (cv2 drawing ``shift``).
+_SHIFT = 4
+
+
+def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+class MouthWarp:
+    """Warps the lower face of ``base`` into a mouth shape.
+
+    Args:
+        base: The frame-sized portrait (HxWx3 uint8) the mesh belongs to.
+        mesh: The mesh in ``base``'s pixels.
+    """
+
+    _CAVITY = np.array([58, 18, 22], np.float32)  # RGB near the lips
+    _CAVITY_BACK = np.array([16, 4, 6], np.float32)  # deep inside
+    _TEETH = np.array([232, 226, 214], np.float32)
+    _TONGUE = np.array([170, 74, 80], np.float32)
+
+    def __init__(self, base: np.ndarray, mesh: ReplicaMesh):
+        self.base = base
+        height, width = base.shape[:2]
+        p = mesh.points.astype(np.float64)
+        ou, ol = p[list(LIPS_OUTER_UPPER)], p[list(LIPS_OUTER_LOWER)]
+        iu, il = p[list(LIPS_INNER_UPPER)].copy(), p[list(LIPS_INNER_LOWER)].copy()
+        # A closed mouth gives the two inner contours one line; keep them apart
+        # by a hair so that each lip has its own triangles.
+        il[1:-1, 1] = np.maximum(il[1:-1, 1], iu[1:-1, 1] + 0.6)
+        left, right = p[LIPS_OUTER_UPPER[0]], p[LIPS_OUTER_UPPER[-1]]
+        self.u = u = float(np.linalg.norm(right - left)) / 2  # mouth half width
+        mx = float(left[0] + right[0]) / 2
+        corner_y = float(left[1] + right[1]) / 2
+        chin = p[CHIN]
+        face_h = float(np.linalg.norm(chin - p[FOREHEAD]))
+        self.jaw_px = JAW_DROP * face_h
+        jaw = p[list(JAW_LINE)]
+        half_face = max(float(jaw[:, 0].max() - jaw[:, 0].min()) / 2, u)
+
+        # The warped rectangle: nose bottom to below the chin, jaw to jaw.
+        x0 = max(0, int(jaw[:, 0].min() - 0.5 * u))
+        x1 = min(width, int(math.ceil(jaw[:, 0].max() + 0.5 * u)))
+        y0 = max(0, int(p[NOSE_BOTTOM, 1] - 0.1 * u))
+        y1 = min(height, int(math.ceil(chin[1] + max(0.7 * (chin[1] - corner_y), 2.5 * self.jaw_px))))
+        self.box = (x0, y0, x1, y1)
+
+        # Control points: lips, then the rest; each with its role.
+        lips = [(i, pt, "ou") for i, pt in zip(LIPS_OUTER_UPPER, ou)]
+        lips += [(i, pt, "ol") for i, pt in zip(LIPS_OUTER_LOWER[1:-1], ol[1:-1])]
+        lips += [(i, pt, "iu") for i, pt in zip(LIPS_INNER_UPPER, iu)]
+        lips += [(i, pt, "il") for i, pt in zip(LIPS_INNER_LOWER[1:-1], il[1:-1])]
+        others = []
+        for i in dict.fromkeys(JAW_LINE + LOWER_FACE):
+            x, y = p[i]
+            if x0 + 2 < x < x1 - 2 and y0 + 2 < y < y1 - 2:
+                others.append((i, p[i], "skin"))
+        frame_pts = []
+        for t in np.linspace(0.0, 1.0, 7):
+            frame_pts += [(x0 + t * (x1 - x0), y0), (x0 + t * (x1 - x0), y1 - 1)]
+        for t in np.linspace(0.0, 1.0, 6)[1:-1]:
+            frame_pts += [(x0, y0 + t * (y1 - 1 - y0)), (x1 - 1, y0 + t * (y1 - 1 - y0))]
+        nodes = lips + others + [(-1, np.array(q), "edge") for q in frame_pts]
+        rest = np.array([n[1] for n in nodes], np.float64)
+        roles = [n[2] for n in nodes]
+        self._chin_node = [n[0] for n in nodes].index(CHIN)
+        self.rest = rest.astype(np.float32)
+        self.n_lip = len(lips)
+
+        # Per-point motion bases (N, 2), combined linearly per frame.
+        n = len(nodes)
+        dx = rest[:, 0] - mx
+        side = np.clip(1.0 - (dx / (1.15 * u)) ** 2, 0.0, 1.0)  # 1 mid-lip, 0 at the corners
+        is_ = {r: np.array([role == r for role in roles]) for r in ("ou", "ol", "iu", "il", "skin", "edge")}
+        corner = np.zeros(n, bool)
+        corner[[0, len(LIPS_OUTER_UPPER) - 1]] = True
+        k = len(LIPS_OUTER_UPPER) + len(LIPS_OUTER_LOWER) - 2
+        corner[[k, k + len(LIPS_INNER_UPPER) - 1]] = True
+
+        # Jaw opening: the lower lip and everything on the jaw go down; the
+        # jaw's sides less (it turns about the ears), the corners a little.
+        across = np.sqrt(np.clip(1.0 - (dx / (1.1 * half_face)) ** 2, 0.0, 1.0))
+        down = _smoothstep(corner_y - 0.1 * u, corner_y + 0.9 * (chin[1] - corner_y), rest[:, 1])
+        w_jaw = np.zeros(n)
+        w_jaw[is_["il"] | is_["ol"]] = (0.35 + 0.65 * side)[is_["il"] | is_["ol"]]
+        skin = is_["skin"]
+        below = rest[:, 1] > corner_y
+        w_jaw[skin & below] = (across * (0.25 + 0.75 * down))[skin & below] * np.clip(
+            (rest[:, 1] - corner_y) / (0.35 * u), 0.0, 1.0
+        )[skin & below]
+        w_jaw[corner] = 0.3
+        open_ = np.zeros((n, 2))
+        open_[:, 1] = self.jaw_px * w_jaw
+        # The upper lip lifts a little as the mouth opens; the corners draw in.
+        open_[is_["iu"], 1] -= 0.10 * u * side[is_["iu"]]
+        open_[is_["ou"], 1] -= 0.04 * u * side[is_["ou"]]
+        near = np.exp(-(((rest[:, 1] - corner_y) / (0.9 * u)) ** 2)) * np.clip(1.0 - (np.abs(dx) / (2.4 * u)) ** 2, 0, 1)
+        near[is_["edge"]] = 0.0
+        open_[:, 0] -= 0.10 * dx * near
+        # Spread (smile, "ee"): corners out and a little up.
+        wide = np.zeros((n, 2))
+        wide[:, 0] = 0.16 * dx * near
+        wide[:, 1] = -0.05 * u * near * (np.abs(dx) / u) ** 2
+        # Rounding ("oo"): corners in, lips pushed out (thicker), opening rounder.
+        round_ = np.zeros((n, 2))
+        round_[:, 0] = -0.30 * dx * near
+        round_[is_["ou"], 1] -= 0.08 * u * side[is_["ou"]]
+        round_[is_["ol"], 1] += 0.08 * u * side[is_["ol"]]
+        # Press (p, b, m): the inner contours meet halfway, the lips tighten.
+        press = np.zeros((n, 2))
+        n_ou, n_ol = len(LIPS_OUTER_UPPER), len(LIPS_OUTER_LOWER) - 2
+        iu_idx = np.arange(n_ou + n_ol, n_ou + n_ol + len(LIPS_INNER_UPPER))
+        il_idx = np.arange(iu_idx[-1] + 1, iu_idx[-1] + 1 + len(LIPS_INNER_LOWER) - 2)
+        gap_mid = rest[il_idx, 1] - rest[iu_idx[1:-1], 1]
+        press[iu_idx[1:-1], 1] = gap_mid / 2
+        press[il_idx, 1] = -gap_mid / 2
+        press[is_["ou"], 1] += 0.05 * u * side[is_["ou"]]
+        press[is_["ol"], 1] -= 0.05 * u * side[is_["ol"]]
+        self._bases = {
+            name: b.astype(np.float32) for name, b in
+            (("open", open_), ("wide", wide), ("round", round_), ("press", press))
+        }
+        self._iu_idx = iu_idx
+        self._il_idx = il_idx
+
+        tri = Delaunay(rest).simplices.astype(np.int32)
+        self.triangles = tri
+        moving = np.zeros(n, bool)
+        for b in self._bases.values():
+            moving |= np.abs(b).max(axis=1) > 1e-6
+        self._moving_tris = np.nonzero(moving[tri].any(axis=1))[0]
+        # Among those, the ones touching the lips: the warp folds at the lips'
+        # seam, so they get full-resolution maps.
+        self._lip_tris = np.nonzero((tri[self._moving_tris] < self.n_lip).any(axis=1))[0]
+
+        # The maps are computed at half resolution (centres of 2x2 blocks) and
+        # scaled up: the warp is piecewise linear and continuous, so bilinear
+        # upscaling reproduces it.
+        h2, w2 = (y1 - y0 + 1) // 2, (x1 - x0 + 1) // 2
+        gy, gx = np.mgrid[0:h2, 0:w2].astype(np.float32)
+        self._gx = x0 + 2 * gx + 0.5
+        self._gy = y0 + 2 * gy + 0.5
+        self._label = np.zeros((h2, w2), np.int32)
+
+        self._teeth = self._portrait_teeth(iu, il)
+
+    # --- Geometry per frame ---------------------------------------------------------
+
+    def points(self, mouth: np.ndarray) -> np.ndarray:
+        """Control points (N, 2) for ``[open, width, teeth, tongue, press]``."""
+        open_, width = float(mouth[0]), float(mouth[1])
+        press = float(mouth[4]) if len(mouth) > 4 else 0.0
+        b = self._bases
+        d = open_ * b["open"]
+        if width > 0:
+            d = d + width * b["wide"]
+        elif width < 0:
+            d = d - width * b["round"]
+        if press > 0:
+            d = d + min(press, 1.0) * b["press"]
+        return self.rest + d
+
+    def chin(self, mouth: np.ndarray) -> tuple[float, float]:
+        """Where the chin point is for ``mouth`` (for tests and measurements)."""
+        i = self._chin_node
+        pt = self.points(mouth)[i]
+        return float(pt[0]), float(pt[1])
+
+    def inner_contour(self, pts: np.ndarray) -> np.ndarray:
+        """The inner lip contour (closed polygon) from control points."""
+        upper = pts[self._iu_idx]
+        lower = pts[self._il_idx][::-1]
+        return np.concatenate([upper, lower])
+
+    # --- The portrait's own teeth ------------------------------------------------------
+
+    def _portrait_teeth(self, iu: np.ndarray, il: np.ndarray) -> dict | None:
+        """The teeth a smiling portrait shows between its lips, as two layers.
+
+        The upper teeth stay with the skull, the lower ones ride on the jaw.
+        None when the portrait's lips are closed or what shows between them is
+        not bright (then teeth are painted).
+        """
+        gap = float(np.median(il[1:-1, 1] - iu[1:-1, 1]))
+        if gap < 0.12 * self.u:
+            return None
+        poly = np.concatenate([iu, il[::-1]])
+        bx0, by0 = (int(v) - 1 for v in poly.min(axis=0))
+        bx1, by1 = (int(math.ceil(v)) + 2 for v in poly.max(axis=0))
+        patch = self.base[by0:by1, bx0:bx1].astype(np.float32)
+        inside = np.zeros(patch.shape[:2], np.uint8)
+        cv2.fillPoly(inside, [np.round((poly - (bx0, by0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        inside = cv2.erode(inside, np.ones((3, 3), np.uint8))
+        luma = patch @ np.array([0.299, 0.587, 0.114], np.float32)
+        if not (inside > 128).any() or float(np.median(luma[inside > 128])) < 120:
+            return None
+        ys = np.arange(by0, by1, dtype=np.float32)[:, None]
+        xs = np.arange(bx0, bx1, dtype=np.float32)
+        mid = (np.interp(xs, iu[:, 0], iu[:, 1]) + np.interp(xs, il[:, 0], il[:, 1]))[None, :] / 2
+        upper = np.clip(mid - ys + 0.5, 0, 1) * (inside / 255.0)
+        lower = np.clip(ys - mid + 0.5, 0, 1) * (inside / 255.0)
+        return {"patch": patch, "origin": (bx0, by0), "upper": upper.astype(np.float32),
+                "lower": lower.astype(np.float32)}
+
+    @staticmethod
+    def _layer(colour: np.ndarray, origin: tuple[int, int], patch: np.ndarray, alpha: np.ndarray,
+               at: tuple[int, int]) -> None:
+        """Blend ``patch`` (with ``alpha``) placed at ``at`` into ``colour`` whose top-left is ``origin``."""
+        ox, oy = at[0] - origin[0], at[1] - origin[1]
+        h, w = colour.shape[:2]
+        ph, pw = alpha.shape
+        cx0, cy0 = max(0, ox), max(0, oy)
+        cx1, cy1 = min(w, ox + pw), min(h, oy + ph)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return
+        a = alpha[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox, None]
+        p = patch[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
+        region = colour[cy0:cy1, cx0:cx1]
+        region[:] = region * (1 - a) + p * a
+
+    # --- Drawing ----------------------------------------------------------------------
+
+    def render_into(self, frame: np.ndarray, mouth: np.ndarray) -> None:
+        """Warp the lower face of ``frame`` (a copy of ``base``) into ``mouth``, in place."""
+        open_, width = float(mouth[0]), float(mouth[1])
+        press = float(mouth[4]) if len(mouth) > 4 else 0.0
+        if open_ < 0.003 and abs(width) < 0.005 and press < 0.005:
+            return
+        pts = self.points(mouth)
+        x0, y0, x1, y1 = self.box
+        tris = self.triangles[self._moving_tris]
+        dst = pts[tris].astype(np.float64)  # (T, 3, 2)
+        src = self.rest[tris].astype(np.float64)
+        dm = np.stack([dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]], axis=2)  # columns
+        sm = np.stack([src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]], axis=2)
+        det = dm[:, 0, 0] * dm[:, 1, 1] - dm[:, 0, 1] * dm[:, 1, 0]
+        ok = np.abs(det) > 1e-6
+        inv = np.zeros_like(dm)
+        safe = np.where(ok, det, 1.0)
+        inv[:, 0, 0] = dm[:, 1, 1] / safe
+        inv[:, 1, 1] = dm[:, 0, 0] / safe
+        inv[:, 0, 1] = -dm[:, 0, 1] / safe
+        inv[:, 1, 0] = -dm[:, 1, 0] / safe
+        lin = sm @ inv
+        shift = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
+        # A triangle squeezed nearly flat (the lips pressed shut over a smile's
+        # teeth) would show what was between the lips on a hair-thin line: its
+        # pixels take the colour just above its highest source point instead.
+        src_det = sm[:, 0, 0] * sm[:, 1, 1] - sm[:, 0, 1] * sm[:, 1, 0]
+        squeezed = np.abs(det) < 0.15 * np.abs(src_det)
+        if squeezed.any():
+            top = src[np.arange(len(src)), src[:, :, 1].argmin(axis=1)]
+            lin[squeezed] = 0.0
+            shift[squeezed] = top[squeezed] - (0.0, 1.0)
+        # Affine per label (0 = identity), mapping frame pixels to portrait pixels.
+        affine = np.zeros((len(tris) + 1, 6), np.float32)
+        affine[0] = (1, 0, 0, 0, 1, 0)
+        affine[1:, 0:2] = lin[:, 0]
+        affine[1:, 2] = shift[:, 0]
+        affine[1:, 3:5] = lin[:, 1]
+        affine[1:, 5] = shift[:, 1]
+        label = self._label
+        label.fill(0)
+        local = np.round((dst - np.array([x0 + 0.5, y0 + 0.5])) * (0.5 * (1 << _SHIFT))).astype(np.int32)
+        # Squeezed triangles first, so that their neighbours win the pixels they share.
+        order = np.concatenate([np.nonzero(squeezed)[0], np.nonzero(~squeezed & ok)[0]])
+        for t in order.tolist():
+            cv2.fillConvexPoly(label, local[t], t + 1, lineType=cv2.LINE_8, shift=_SHIFT)
+        gx, gy = self._gx, self._gy
+        map_x = affine[:, 0][label] * gx
+        map_x += affine[:, 1][label] * gy
+        map_x += affine[:, 2][label]
+        map_y = affine[:, 3][label] * gx
+        map_y += affine[:, 4][label] * gy
+        map_y += affine[:, 5][label]
+        size = (2 * label.shape[1], 2 * label.shape[0])
+        map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
+        map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
+        self._lip_maps(map_x, map_y, pts, dst, affine, order)
+        frame[y0:y1, x0:x1] = cv2.remap(self.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self._cavity(frame, pts, mouth)
+
+    def _lip_maps(self, map_x, map_y, pts, dst, affine, order) -> None:
+        """Recompute the maps around the lips at full resolution, in place.
+
+        Where the lips meet, the warp jumps across what was between them; a
+        map scaled up from half resolution would blur that jump into a line
+        of teeth.
+        """
+        x0, y0, x1, y1 = self.box
+        lips = pts[: self.n_lip]
+        lx0 = max(x0, int(lips[:, 0].min()) - 3)
+        ly0 = max(y0, int(lips[:, 1].min()) - 3)
+        lx1 = min(x1, int(math.ceil(lips[:, 0].max())) + 4)
+        ly1 = min(y1, int(math.ceil(lips[:, 1].max())) + 4)
+        if lx1 <= lx0 or ly1 <= ly0:
+            return
+        label = np.zeros((ly1 - ly0, lx1 - lx0), np.int32)
+        local = np.round((dst - np.array([lx0, ly0])) * (1 << _SHIFT)).astype(np.int32)
+        lip = np.zeros(len(dst), bool)
+        lip[self._lip_tris] = True
+        for t in order[lip[order]].tolist():
+            cv2.fillConvexPoly(label, local[t], t + 1, lineType=cv2.LINE_8, shift=_SHIFT)
+        inside = label > 0
+        gy, gx = np.nonzero(inside)
+        lab = label[inside]
+        fx = (gx + lx0).astype(np.float32)
+        fy = (gy + ly0).astype(np.float32)
+        sub_x = map_x[ly0 - y0 : ly1 - y0, lx0 - x0 : lx1 - x0]
+        sub_y = map_y[ly0 - y0 : ly1 - y0, lx0 - x0 : lx1 - x0]
+        sub_x[gy, gx] = affine[lab, 0] * fx + affine[lab, 1] * fy + affine[lab, 2]
+        sub_y[gy, gx] = affine[lab, 3] * fx + affine[lab, 4] * fy + affine[lab, 5]
+
+    def _cavity(self, frame: np.ndarray, pts: np.ndarray, mouth: np.ndarray) -> None:
+        open_, _width, teeth, tongue = (float(v) for v in mouth[:4])
+        # The cavity fades in as the jaw opens (a portrait's own open smile stays as it is at rest).
+        strength = float(_smoothstep(0.0, 0.12, np.float32(open_)))
+        if strength < 0.01:
+            return
+        poly = self.inner_contour(pts)
+        bx0 = int(math.floor(poly[:, 0].min())) - 2
+        by0 = int(math.floor(poly[:, 1].min())) - 2
+        bx1 = int(math.ceil(poly[:, 0].max())) + 3
+        by1 = int(math.ceil(poly[:, 1].max())) + 3
+        h, w = frame.shape[:2]
+        bx0, by0, bx1, by1 = max(0, bx0), max(0, by0), min(w, bx1), min(h, by1)
+        if bx1 - bx0 < 2 or by1 - by0 < 2:
+            return
+        org = np.array([bx0, by0], np.float32)
+        local = np.round((poly - org) * (1 << _SHIFT)).astype(np.int32)
+        mask = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
+        cv2.fillPoly(mask, [local], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+        alpha = cv2.GaussianBlur(mask, (3, 3), 0.8).astype(np.float32) * (strength / 255.0)
+
+        ys = np.arange(by0, by1, dtype=np.float32)[:, None]
+        xs = np.arange(bx0, bx1, dtype=np.float32)[None, :]
+        upper = pts[self._iu_idx]
+        lower = pts[self._il_idx]
+        top = np.interp(xs[0], upper[:, 0], upper[:, 1])[None, :]
+        lower_full = np.concatenate([upper[:1], lower, upper[-1:]])
+        bottom = np.interp(xs[0], lower_full[:, 0], lower_full[:, 1])[None, :]
+        gap = np.maximum(bottom - top, 1e-3)
+        depth = np.clip((ys - top) / gap, 0.0, 1.0)
+        mid_x = float(upper[:, 0].mean())
+        half = max(float(upper[:, 0].max() - upper[:, 0].min()) / 2, 1.0)
+        centre = np.clip(1.0 - ((xs - mid_x) / half) ** 2, 0.0, 1.0)
+        # Darker deep inside and towards the middle of the opening.
+        shade = np.clip(0.35 + 0.65 * np.abs(2 * depth - 1) ** 1.5, 0, 1) * (1.0 - 0.4 * centre)
+        colour = self._CAVITY_BACK + (self._CAVITY - self._CAVITY_BACK) * shade[..., None]
+        tongue_amt = max(tongue, 0.5 * max(0.0, open_ - 0.4))
+        if tongue_amt > 0.01:
+            t = tongue_amt * np.clip((depth - 0.55) / 0.25, 0, 1) * np.clip(centre * 1.6, 0, 1) * 0.8
+            colour = colour * (1 - t[..., None]) + self._TONGUE * t[..., None]
+        if self._teeth is not None:
+            # The portrait's own teeth: the upper ones where they were, the
+            # lower ones carried down with the lower lip.
+            teeth_layer = self._teeth
+            lift = pts[self._iu_idx, 1].mean() - self.rest[self._iu_idx, 1].mean()
+            drop = pts[self._il_idx, 1].mean() - self.rest[self._il_idx, 1].mean()
+            ox, oy = teeth_layer["origin"]
+            self._layer(colour, (bx0, by0), teeth_layer["patch"], teeth_layer["upper"],
+                        (ox, oy + int(round(lift))))
+            self._layer(colour, (bx0, by0), teeth_layer["patch"] * 0.65, teeth_layer["lower"] * 0.8,
+                        (ox, oy + int(round(drop))))
+        else:
+            # Painted upper teeth: a band under the upper lip, darker towards the corners.
+            band = (0.16 * self.u * (0.5 + 0.5 * teeth)) * np.sqrt(centre)
+            band = np.minimum(band, 0.55 * gap)
+            upper_teeth = np.clip(top + band - ys + 0.5, 0.0, 1.0) * np.clip(ys - top + 1.0, 0.0, 1.0)
+            tooth_shade = (0.7 + 0.25 * centre)[..., None]
+            colour = colour * (1 - upper_teeth[..., None]) + self._TEETH * tooth_shade * upper_teeth[..., None]
+            if open_ > 0.35:
+                # A hint of the lower teeth when the mouth is well open.
+                lb = 0.06 * self.u * min(1.0, (open_ - 0.35) / 0.3) * np.sqrt(centre)
+                lower_teeth = np.clip(ys - (bottom - lb) + 0.5, 0.0, 1.0) * 0.7
+                colour = colour * (1 - lower_teeth[..., None]) + self._TEETH * 0.65 * lower_teeth[..., None]
+        a = alpha[..., None]
+        patch = frame[by0:by1, bx0:bx1].astype(np.float32)
+        frame[by0:by1, bx0:bx1] = (patch * (1 - a) + colour * a).astype(np.uint8)
