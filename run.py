@@ -174,7 +174,12 @@ def cmd_replica(args, settings) -> int:
         for replica_id in list_replicas(settings.cvi_replicas_dir):
             print(replica_id)
         return 0
-    path = create_replica(args.image, args.name, settings.cvi_replicas_dir)
+    from processors.replica.mesh import open_mesh_finder
+
+    finder = open_mesh_finder(cache_dir=settings.cvi_cache_dir)
+    if finder is None:
+        print("face models missing (run scripts/setup.sh): the replica gets no face mesh", file=sys.stderr)
+    path = create_replica(args.image, args.name, settings.cvi_replicas_dir, mesh_finder=finder)
     print(f"replica created: {path}")
     return 0
 

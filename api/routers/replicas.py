@@ -67,10 +67,18 @@ async def create_replica(
         photo.write_bytes(data)
         try:
             path = await asyncio.to_thread(
-                make_replica, photo, replica_name, folder, image_source=image.filename or "uploaded over the API"
+                _make_with_mesh, make_replica, request.app.state.settings.cvi_cache_dir, photo, replica_name,
+                folder, image_source=image.filename or "uploaded over the API",
             )
         except ReplicaCreationError as e:
             # The message names server paths; the client knows its file by the name it sent.
             message = str(e).replace(str(photo), repr(image.filename or "image")).replace(f" in {folder}", "")
             raise ApiError(422, f"image: {message}") from e
     return replica_public(folder, path.name)
+
+
+def _make_with_mesh(make_replica, cache_dir: Path, *args, **kwargs) -> Path:
+    """Create the replica with its face mesh (when the face models are installed), in a worker thread."""
+    from processors.replica.mesh import open_mesh_finder
+
+    return make_replica(*args, mesh_finder=open_mesh_finder(cache_dir=cache_dir), **kwargs)

@@ -132,6 +132,10 @@ class MouthWarp:
         w_jaw[skin & below] = (across * (0.25 + 0.75 * down))[skin & below] * np.clip(
             (rest[:, 1] - corner_y) / (0.35 * u), 0.0, 1.0
         )[skin & below]
+        # Skin under the lower lip rides with the jaw at least as far as the
+        # lip above it, so nothing between lip and chin folds.
+        under_lip = skin & (rest[:, 1] > np.interp(rest[:, 0], ol[:, 0], ol[:, 1], left=np.inf, right=np.inf))
+        w_jaw[under_lip] = np.maximum(w_jaw, 0.35 + 0.65 * side)[under_lip]
         w_jaw[corner] = 0.3
         open_ = np.zeros((n, 2))
         open_[:, 1] = self.jaw_px * w_jaw
@@ -148,16 +152,17 @@ class MouthWarp:
         # Rounding ("oo"): corners in, lips pushed out (thicker), opening rounder.
         round_ = np.zeros((n, 2))
         round_[:, 0] = -0.30 * dx * near
-        round_[is_["ou"], 1] -= 0.08 * u * side[is_["ou"]]
-        round_[is_["ol"], 1] += 0.08 * u * side[is_["ol"]]
+        round_[is_["ou"], 1] -= 0.06 * u * side[is_["ou"]]
+        round_[is_["ol"], 1] += 0.06 * u * side[is_["ol"]]
         # Press (p, b, m): the inner contours meet halfway, the lips tighten.
         press = np.zeros((n, 2))
         n_ou, n_ol = len(LIPS_OUTER_UPPER), len(LIPS_OUTER_LOWER) - 2
         iu_idx = np.arange(n_ou + n_ol, n_ou + n_ol + len(LIPS_INNER_UPPER))
         il_idx = np.arange(iu_idx[-1] + 1, iu_idx[-1] + 1 + len(LIPS_INNER_LOWER) - 2)
-        gap_mid = rest[il_idx, 1] - rest[iu_idx[1:-1], 1]
-        press[iu_idx[1:-1], 1] = gap_mid / 2
-        press[il_idx, 1] = -gap_mid / 2
+        # Both inner contours go to one line, their middle at each x.
+        up_pts, low_pts = rest[iu_idx], np.concatenate([rest[iu_idx[:1]], rest[il_idx], rest[iu_idx[-1:]]])
+        press[iu_idx, 1] = (np.interp(up_pts[:, 0], low_pts[:, 0], low_pts[:, 1]) - up_pts[:, 1]) / 2
+        press[il_idx, 1] = (np.interp(rest[il_idx, 0], up_pts[:, 0], up_pts[:, 1]) - rest[il_idx, 1]) / 2
         press[is_["ou"], 1] += 0.05 * u * side[is_["ou"]]
         press[is_["ol"], 1] -= 0.05 * u * side[is_["ol"]]
         self._bases = {

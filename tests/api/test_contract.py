@@ -388,6 +388,7 @@ def test_a_replica_made_from_an_uploaded_photo(make_settings, tmp_path):
             "default_voice": "en_US-joe-medium", "replica_type": "user",
         }
         assert (replicas / "astro-test" / "portrait.jpg").is_file()
+        assert (replicas / "astro-test" / "mesh.json").is_file()  # the face mesh the renderer warps
         assert "astro-test" in [r["replica_id"] for r in c.get("/v2/replicas?limit=100", headers=AUTH).json()["data"]]
         assert _create(c, replica_id="astro-test", test_mode=True)["replica_id"] == "astro-test"
         again = c.post("/v2/replicas", data={"replica_name": "Astro Test"}, files={"image": ("a.png", face, "image/png")}, headers=AUTH)

@@ -83,3 +83,16 @@ def librivox_speech(name: str = "sense_and_sensibility_01_austen_64kb-0870.wav")
         if w.getnchannels() > 1:
             data = data.reshape(-1, w.getnchannels())[:, 0]
         return data.copy(), w.getframerate()
+
+
+def mouth_cavity(frame: np.ndarray, landmarks: FaceLandmarks) -> int:
+    """Pixels as dark as the inside of a mouth between the mouth corners.
+
+    Lips, skin and teeth are all brighter than luma 50; a painted crescent
+    or a warped-open mouth's cavity is darker.
+    """
+    u = landmarks.mouth_half_width
+    mx, my = landmarks.mouth
+    region = frame[int(my - 0.5 * u) : int(my + 1.0 * u), int(mx - 0.8 * u) : int(mx + 0.8 * u)].astype(np.float32)
+    luma = region @ np.array([0.299, 0.587, 0.114], np.float32)
+    return int(np.count_nonzero(luma < 50))

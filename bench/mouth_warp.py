@@ -1,0 +1,160 @@
+"""FaceRig.render per 512x512 frame, before and after the mesh mouth warp, in one run.
+
+"before" is the renderer without the face mesh (the mouth-line displacement
+field and the painted crescent), "after" warps lips, chin and jaw from the
+replica's mesh (:mod:`processors.replica.mouth_warp`). Both render the same
+poses (real piper speech with phoneme timing, blinks, gaze, head motion),
+frame by frame interleaved on one core, so machine load hits both alike.
+Prints a table and the CPU, writes bench/results/mouth_warp.json, and with
+``--frames-dir`` saves rest / open / closed / wide / round frames as PNG.
+
+    python bench/mouth_warp.py [--replicas eileen ada] [--frames 400] [--frames-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from processors.replica.assets import load_replica  # noqa: E402
+from processors.replica.face import FacePose, FaceRig, IdleMotion  # noqa: E402
+from processors.replica.speech_track import SpeechTrack  # noqa: E402
+from processors.replica.visemes import Viseme  # noqa: E402
+
+FPS = 25
+RESULTS = Path(__file__).resolve().parent / "results" / "mouth_warp.json"
+SHAPES = {"rest": Viseme.REST, "open": Viseme.AA, "closed": Viseme.PBM, "wide": Viseme.I, "round": Viseme.O}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _speech_track() -> tuple[SpeechTrack, float, str]:
+    from tests.replica.measure import PIPER_VOICE, piper_speech
+
+    track = SpeechTrack()
+    if PIPER_VOICE.is_file():
+        audio, rate, phonemes = piper_speech(
+            "Thanks for joining the call. I can hear you clearly, and I will answer as soon as you "
+            "finish speaking. Maybe we can talk about the project."
+        )
+        track.add_phonemes(phonemes, rate)
+        source = "piper en_US-joe-medium with phoneme timing"
+    else:
+        rate = 16000
+        t = np.arange(rate * 8) / rate
+        audio = (np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * 9000).astype(np.int16)
+        source = "synthetic tone, loudness only (piper voice not installed)"
+    track.add_audio(audio.tobytes(), rate, 1, now=0.0)
+    return track, len(audio) / rate, source
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {
+        "median_ms": float(np.median(a)),
+        "mean_ms": float(a.mean()),
+        "p95_ms": float(np.percentile(a, 95)),
+        "max_ms": float(a.max()),
+    }
+
+
+def save_frames(rigs: dict[str, FaceRig], replica_id: str, folder: Path) -> list[Path]:
+    """One PNG per renderer and mouth shape, and a sheet of the mouths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rig in rigs.items():
+        tiles = []
+        for label, viseme in SHAPES.items():
+            rgb = rig.render(FacePose(mouth=viseme.value.as_array()))
+            path = folder / f"{replica_id}_{name}_{label}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            written.append(path)
+            tile = np.ascontiguousarray(rgb[250:450, 136:376])
+            cv2.putText(tile, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+            tiles.append(tile)
+        sheet = folder / f"{replica_id}_{name}_sheet.png"
+        cv2.imwrite(str(sheet), cv2.cvtColor(np.hstack(tiles), cv2.COLOR_RGB2BGR))
+        written.append(sheet)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", nargs="+", default=["eileen", "ada"])
+    parser.add_argument("--frames", type=int, default=400)
+    parser.add_argument("--frames-dir", type=Path, default=None)
+    args = parser.parse_args()
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    cv2.setNumThreads(1)
+    track, speech_s, source = _speech_track()
+    results = {}
+    for rid in args.replicas:
+        replica = load_replica(rid)
+        if replica.mesh is None:
+            raise SystemExit(f"replica '{rid}' has no mesh.json; run python -m processors.replica.mesh")
+        rigs = {"before": FaceRig(dataclasses.replace(replica, mesh=None)), "after": FaceRig(replica)}
+        if args.frames_dir is not None:
+            for path in save_frames(rigs, rid, args.frames_dir):
+                print(f"wrote {path}")
+        idle = IdleMotion(seed=1)
+        poses = []
+        for i in range(args.frames):
+            t = (i / FPS) % speech_s
+            shape, loudness = track.shape_at(t)
+            poses.append(idle.pose_at(i / FPS, shape, loudness))
+        for pose in poses[:20]:  # warm up OpenCV and caches
+            for rig in rigs.values():
+                rig.render(pose)
+        times = {name: [] for name in rigs}
+        for pose in poses:
+            for name, rig in rigs.items():
+                t0 = time.perf_counter()
+                rig.render(pose)
+                times[name].append((time.perf_counter() - t0) * 1000)
+        results[rid] = {name: _stats(ms) for name, ms in times.items()}
+
+    header = f"{'replica':<8} {'renderer':<8} {'median':>9} {'mean':>9} {'p95':>9} {'max':>9} {'of 40 ms':>9}"
+    print(f"FaceRig.render, 512x512, {args.frames} frames each, one core; CPU: {cpu_model()}")
+    print(f"poses: {source}, {speech_s:.1f} s, looped, with blinks, gaze and head motion")
+    print(header)
+    print("-" * len(header))
+    for rid, rows in results.items():
+        for name, r in rows.items():
+            print(
+                f"{rid:<8} {name:<8} {r['median_ms']:>6.2f} ms {r['mean_ms']:>6.2f} ms {r['p95_ms']:>6.2f} ms "
+                f"{r['max_ms']:>6.2f} ms {100 * r['median_ms'] / (1000 / FPS):>8.0f}%"
+            )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {"cpu": cpu_model(), "cores": 1, "fps": FPS, "frames": args.frames, "poses": source, "results": results},
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
