@@ -40,6 +40,17 @@ def public(persona_id: str, persona: Persona, *, read_only: bool, created_at=Non
     )
 
 
+def stored_persona(data: dict[str, Any]) -> Persona:
+    """A stored persona as its engines see it: a field at its default counts as not set.
+
+    A stored persona carries every field; the checks that refuse a setting
+    that would do nothing (``bot.engines.refused_fields``) look at the fields
+    set, so one left at its default must not count as given.
+    """
+    persona = Persona.model_validate(data)
+    return Persona.model_validate(persona.model_dump(exclude_defaults=True))
+
+
 def row_public(row: PersonaRow) -> PersonaPublic:
     return public(
         row.persona_id, Persona.model_validate(row.data), read_only=False,
@@ -66,7 +77,7 @@ async def resolve_persona(store: Store, persona_id: str, *, field: str | None = 
         return load_persona(persona_id), True
     row = await store.get_persona(persona_id)
     if row is not None:
-        return Persona.model_validate(row.data), False
+        return stored_persona(row.data), False
     available = _listed(await all_persona_ids(store))
     if field is not None:
         raise ApiError(422, f"{field}: persona {persona_id!r} not found; available: {available}")

@@ -76,6 +76,8 @@ class LiveConversation:
     records: asyncio.Queue = field(default_factory=asyncio.Queue)
     writer: asyncio.Task[None] | None = None
     ending: asyncio.Task[None] | None = None
+    # enable_recording: the call's recording (bot.recording.CallRecording), None when off.
+    recording: Any = None
 
 
 class LiveConversations:
@@ -108,6 +110,8 @@ class LiveConversations:
         self._bot_end_timeout_s = bot_end_timeout_s
         self._live: dict[str, LiveConversation] = {}
         self._prepare_lock = asyncio.Lock()
+        # Recordings being made into MP4s after their calls ended.
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def get(self, conversation_id: str) -> LiveConversation | None:
         return self._live.get(conversation_id)
@@ -127,6 +131,7 @@ class LiveConversations:
 
         allow_loopback_ice_candidates()
         cid = live.conversation_id
+        self._start_recording(live)
         live.room = DevRoom(on_connection=lambda connection: self._run_bot(live, connection), audio_jitter_prefetch=0)
         live.writer = asyncio.create_task(self._write_records(live), name=f"records-{cid}")
         self._live[cid] = live
@@ -148,6 +153,7 @@ class LiveConversations:
         from bot.daily import RoomTimeouts, build_daily_transport
 
         cid = live.conversation_id
+        self._start_recording(live)
         transport = build_daily_transport(live.persona, room_url=room_url, token=token)
         bot = self._bot(live, transport)
         await bot.build()
@@ -181,8 +187,49 @@ class LiveConversations:
         live.timers.pop("daily", None)
         self.end_soon(live.conversation_id, reason)
 
+    def _start_recording(self, live: LiveConversation) -> None:
+        if not live.properties.get("enable_recording"):
+            return  # nothing is recorded or encoded that nobody asked for
+        from bot.recording import CallRecording
+
+        live.recording = CallRecording(
+            folder=self._settings.data_dir / "recordings", name=live.conversation_id, fps=live.persona.layers.replica.fps
+        )
+
+    async def _finish_recording(self, live: LiveConversation) -> None:
+        """Make the MP4 after the call, then send ``application.recording_ready`` with its path."""
+        from bot.recording import RecordingError
+
+        cid = live.conversation_id
+        try:
+            path = await live.recording.finish()
+        except RecordingError as e:
+            logger.error(f"api: conversation {cid}: no recording: {e}")
+            return
+        if path is None:
+            logger.info(f"api: conversation {cid}: nothing to record (nobody joined)")
+            return
+        await self._emit(
+            cid, "application.recording_ready", "application",
+            {"recording_path": str(path), "duration": live.recording.duration_s},
+        )
+
     def _bot(self, live: LiveConversation, transport) -> ConversationBot:
-        return ConversationBot(
+        observers: list = [ConversationRecorder(live.records.put_nowait)]
+        if live.recording is not None:
+            from bot.recording import RecordingObserver
+
+            observers.append(RecordingObserver(live.recording))
+        bot: ConversationBot | None = None
+        if live.properties.get("enable_closed_captions"):
+            from bot.captions import CaptionObserver
+
+            async def to_client(message: dict[str, Any]) -> None:
+                if bot is not None:
+                    await bot.send_to_client(message)
+
+            observers.append(CaptionObserver(conversation_id=live.conversation_id, send=to_client))
+        bot = ConversationBot(
             conversation=Conversation(
                 persona=live.persona,
                 persona_name=live.persona_name,
@@ -193,8 +240,9 @@ class LiveConversations:
             transport=transport,
             settings=self._settings,
             models=self._models,
-            extra_observers=[ConversationRecorder(live.records.put_nowait)],
+            extra_observers=observers,
         )
+        return bot
 
     async def _end_after(self, conversation_id: str, seconds: float, reason: str) -> None:
         await asyncio.sleep(seconds)
@@ -215,9 +263,14 @@ class LiveConversations:
         assert live.ending is not None
         await asyncio.shield(live.ending)
 
-    async def close(self) -> None:
-        """End every conversation hosted here (server shutdown)."""
+    async def close(self, recordings_timeout_s: float = 60.0) -> None:
+        """End every conversation hosted here (server shutdown), and finish their recordings."""
         await asyncio.gather(*(self.end(cid, REASON_SERVER_SHUTDOWN) for cid in list(self._live)))
+        if self._finishing:
+            _, pending = await asyncio.wait(set(self._finishing), timeout=recordings_timeout_s)
+            for task in pending:
+                task.cancel()  # its ffmpeg process is killed as the task ends
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # The bot for one peer ---------------------------------------------
 
@@ -358,6 +411,11 @@ class LiveConversations:
                     analysis = bot.perception_analysis()
                     if analysis is not None:
                         await self._emit(cid, "application.perception_analysis", "application", analysis)
+            if live.recording is not None:
+                # Made after the call, off its path: its webhook follows when the MP4 is there.
+                task = asyncio.create_task(self._finish_recording(live), name=f"recording-{cid}")
+                self._finishing.add(task)
+                task.add_done_callback(self._finishing.discard)
             self._live.pop(cid, None)
             logger.info(
                 f"api: conversation {cid} ended ({final_reason}{'' if ended_here else '; already marked ended'})"

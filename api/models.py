@@ -74,7 +74,7 @@ class ConversationProperties(StrictModel):
     ``max_call_duration``: seconds from creation until the call ends by itself.
     ``participant_absent_timeout``: seconds from creation for someone to join.
     ``participant_left_timeout``: seconds after the last person leaves before the call ends.
-    ``language``: see the field.
+    ``language``, ``enable_closed_captions``, ``enable_recording``: see each field.
     """
 
     max_call_duration: int = Field(default=3600, ge=1, le=24 * 3600)
@@ -88,6 +88,19 @@ class ConversationProperties(StrictModel):
             "or ISO 639-1 code ('fr'); stored as the name. STT listens for it, the LLM answers in it, the voice "
             "speaks it (piper for English, espeak-ng offline for the others, a persona's cloud voice when it has "
             "one). Default: the persona's own."
+        ),
+    )
+
+    enable_closed_captions: bool = Field(
+        default=False,
+        description="The conversation page shows what the replica and the user say, over the video, as they say it.",
+    )
+
+    enable_recording: bool = Field(
+        default=False,
+        description=(
+            "An MP4 of the call (the replica's video and voice, the user's voice) saved in the server's data folder "
+            "(recordings/<conversation_id>.mp4); its path comes in the application.recording_ready webhook and event."
         ),
     )
 

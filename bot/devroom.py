@@ -181,6 +181,7 @@ class PageConfigPublic(BaseModel):
 
     persona: str | None = None
     pipeline_mode: str = "full"
+    closed_captions: bool = False
 
 
 class PeerLeave(BaseModel):

@@ -223,6 +223,10 @@ class ConversationBot:
         if self.worker is not None:
             await self.worker.queue_frame(OutputTransportMessageUrgentFrame(message=message))
 
+    async def send_to_client(self, message: dict[str, Any]) -> None:
+        """An app message to the client, on the call's data channel."""
+        await self._send(message)
+
     async def handle_client_message(self, message: Any) -> None:
         """Carry out one client -> replica app message; bad ones are logged, not fatal."""
         conversation = self.conversation

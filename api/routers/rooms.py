@@ -9,14 +9,14 @@ conversation's path) or the ``x-meeting-token`` header on signalling.
 
 import hashlib
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.errors import ApiError, describe_validation_error
-from bot.devroom import STATIC_DIR, IceCandidatesPatch, PeerLeave, WebRTCAnswer, WebRTCOffer
+from bot.devroom import STATIC_DIR, IceCandidatesPatch, PageConfigPublic, PeerLeave, WebRTCAnswer, WebRTCOffer
 
 TOKEN_COOKIE = "cvi_meeting_token"
 
@@ -44,6 +44,18 @@ def _presented(request: Request, header: str | None) -> str | None:
     return header or request.query_params.get("t") or request.cookies.get(TOKEN_COOKIE)
 
 
+async def _authorized_live(
+    conversation_id: str, request: Request, x_meeting_token: Annotated[str | None, Header()] = None
+):
+    """The running conversation, once the page's meeting token (if it needs one) is checked."""
+    live = _live(request, conversation_id)
+    _check_token(live, _presented(request, x_meeting_token))
+    return live
+
+
+AuthorizedLive = Annotated[Any, Depends(_authorized_live)]
+
+
 @router.get("/conversations/{conversation_id}", include_in_schema=False)
 async def page_without_slash(conversation_id: str, request: Request) -> Response:
     query = f"?{request.url.query}" if request.url.query else ""
@@ -63,34 +75,30 @@ async def page(conversation_id: str, request: Request) -> Response:
     return response
 
 
+@router.get("/conversations/{conversation_id}/api/config", include_in_schema=False)
+async def page_config(live: AuthorizedLive) -> PageConfigPublic:
+    """What the page needs to know of this conversation: its persona, mode and whether it shows captions."""
+    return PageConfigPublic(
+        persona=live.persona_name,
+        pipeline_mode=live.persona.pipeline_mode,
+        closed_captions=bool(live.properties.get("enable_closed_captions")),
+    )
+
+
 @router.post("/conversations/{conversation_id}/api/offer", include_in_schema=False)
-async def offer(
-    conversation_id: str, body: WebRTCOffer, request: Request,
-    x_meeting_token: Annotated[str | None, Header()] = None,
-) -> WebRTCAnswer:
-    live = _live(request, conversation_id)
-    _check_token(live, _presented(request, x_meeting_token))
+async def offer(body: WebRTCOffer, live: AuthorizedLive) -> WebRTCAnswer:
     return await live.room.handle_offer(body)
 
 
 @router.patch("/conversations/{conversation_id}/api/offer", include_in_schema=False)
-async def patch_offer(
-    conversation_id: str, body: IceCandidatesPatch, request: Request,
-    x_meeting_token: Annotated[str | None, Header()] = None,
-) -> dict[str, str]:
-    live = _live(request, conversation_id)
-    _check_token(live, _presented(request, x_meeting_token))
+async def patch_offer(body: IceCandidatesPatch, live: AuthorizedLive) -> dict[str, str]:
     await live.room.handle_patch(body)
     return {"status": "ok"}
 
 
 @router.post("/conversations/{conversation_id}/api/leave", include_in_schema=False)
-async def leave(
-    conversation_id: str, request: Request, x_meeting_token: Annotated[str | None, Header()] = None
-) -> Response:
+async def leave(request: Request, live: AuthorizedLive) -> Response:
     """The page's ``pagehide`` beacon: its peer's bot ends now."""
-    live = _live(request, conversation_id)
-    _check_token(live, _presented(request, x_meeting_token))
     try:
         body = PeerLeave.model_validate_json(await request.body())
     except ValidationError as e:

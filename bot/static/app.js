@@ -54,6 +54,7 @@
     latencyHistory: $("latency-history"),
     speakingUser: $("speaking-user"),
     speakingReplica: $("speaking-replica"),
+    captions: $("captions"),
   };
 
   const call = {
@@ -292,6 +293,7 @@
     switch (message.event_type) {
       case "conversation.utterance":
         showUtterance(props.role, props.speech ?? "", props.final !== false);
+        if (captionsOn) showCaption(props.role, props.speech ?? "", props.final !== false);
         break;
       case "conversation.user.started_speaking":
         setSpeaking(ui.speakingUser, true);
@@ -354,6 +356,23 @@
     if (final) liveLines.delete(who);
     else liveLines.set(who, line);
     ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  }
+
+  // Closed captions (the conversation's enable_closed_captions): over the video, the
+  // line being said now, by the user or the replica; a final line fades after a while.
+  const CAPTION_HOLD_MS = 4000;
+  let captionsOn = false;
+  let captionTimer = null;
+
+  function showCaption(role, speech, final) {
+    if (!speech.trim()) return;
+    const who = role === "user" ? "user" : "replica";
+    ui.captions.dataset.role = who;
+    ui.captions.querySelector(".who").textContent = who === "user" ? "You" : "Replica";
+    ui.captions.querySelector(".text").textContent = speech;
+    ui.captions.hidden = false;
+    clearTimeout(captionTimer);
+    if (final) captionTimer = setTimeout(() => { ui.captions.hidden = true; }, CAPTION_HOLD_MS);
   }
 
   function addTranscriptNote(text) {
@@ -500,7 +519,11 @@
   let pipelineMode = "full";
   fetch(CONFIG_URL)
     .then((response) => (response.ok ? response.json() : {}))
-    .then((config) => { pipelineMode = config.pipeline_mode || "full"; })
+    .then((config) => {
+      pipelineMode = config.pipeline_mode || "full";
+      captionsOn = config.closed_captions === true;
+      document.body.dataset.captions = String(captionsOn);
+    })
     .catch(() => {});
   ui.sayForm.addEventListener("submit", (event) => {
     event.preventDefault();

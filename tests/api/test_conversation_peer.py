@@ -5,12 +5,14 @@ Each test runs on SQLite and on the real PostgreSQL the API tests start.
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from api import create_app
@@ -280,3 +282,90 @@ async def test_max_call_duration_ends_a_call_the_peer_is_in(server):
     assert verbose["status"] == "ended" and verbose["shutdown_reason"] == "max_call_duration reached"
     shutdown = await server.webhook(cid, "system.shutdown")
     assert shutdown["properties"]["shutdown_reason"] == "max_call_duration reached"
+
+
+async def test_a_recorded_call_is_an_mp4_with_the_replica_s_face_and_voice_and_the_user_s_voice(
+    server, spoken_question, tmp_path, embedded_models
+):
+    from personas import load_persona
+    from processors.stt.whisper import shared_whisper_model, transcribe_trimmed
+
+    async with FakeChatServer(lambda _request: "Grilled sardines and custard tarts.").running() as llm:
+        persona = await server.api.post(
+            "/v2/personas",
+            json={"persona_name": "recorded", "system_prompt": "Be brief.",
+                  "layers": {"llm": {"engine": "openai", "base_url": llm.base_url, "model": "fake"}}},
+        )
+        persona_id = persona.json()["persona_id"]
+        unrecorded = await server.create(persona_id=persona_id, replica_id="eileen")
+        created = await server.create(
+            persona_id=persona_id, replica_id="eileen", custom_greeting="Welcome to the recorded call.",
+            properties={"enable_recording": True},
+        )
+        cid = created["conversation_id"]
+        async with DevRoomClient(created["conversation_url"]) as peer:
+            await peer.connect()
+            await peer.wait_for_message("conversation.replica.stopped_speaking", timeout_s=60)
+            playback = await peer.play_wav(spoken_question)
+            await peer.wait_for_message(
+                "conversation.utterance", after=playback.ended_at,
+                where=lambda m: m["properties"]["role"] == "replica" and m["properties"]["final"], timeout_s=60,
+            )
+            await server.api.post(f"/v2/conversations/{cid}/end")
+            await _peer_sees_the_call_end(peer)
+        await server.api.post(f"/v2/conversations/{unrecorded['conversation_id']}/end")
+
+    ready = await server.webhook(cid, "application.recording_ready", timeout_s=120)
+    path = Path(ready["properties"]["recording_path"])
+    assert path == tmp_path / "data" / "recordings" / f"{cid}.mp4" and path.is_file()
+    assert "application.recording_ready" in [e["event_type"] for e in (await server.verbose(cid))["events"]]
+    # Nothing is recorded or encoded for a conversation that did not ask.
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    assert "application.recording_ready" not in server.receiver.events(unrecorded["conversation_id"])
+
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout)
+    streams = {s["codec_type"]: s for s in probe["streams"]}
+    assert (streams["video"]["codec_name"], streams["video"]["width"], streams["video"]["height"]) == ("h264", 512, 512)
+    assert streams["audio"]["codec_name"] == "aac"
+    duration = float(probe["format"]["duration"])
+    assert duration == pytest.approx(ready["properties"]["duration"], abs=1.0) and duration > 4
+
+    # Both voices are in it: the replica's greeting and the user's question.
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "16000", "-"],
+        capture_output=True, check=True,
+    ).stdout
+    audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768
+    model = shared_whisper_model(embedded_models.whisper_path(load_persona("ava")))
+    heard = " ".join(transcribe_trimmed(model, audio[a:b]) for a, b in _speech_spans(audio, 16000)).lower()
+    print(f"recording ({duration:.1f} s) heard: {heard!r}")
+    # Whisper on the mix mishears some words: a few from each side will do.
+    words = set(re.findall(r"[a-z]+", heard))
+    assert words & {"welcome", "recorded", "call", "custard", "sardines", "tarts"}, heard  # the replica's voice
+    assert words & {"what", "should", "shall", "eat", "lisbon"}, heard  # the user's voice
+    # The face moves: frames differ over the call.
+    frames = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-vf", "fps=1,scale=64:64", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True, check=True,
+    ).stdout
+    gray = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 64 * 64)
+    assert gray.mean() > 10, "the replica is seen, not a black frame"
+    assert len({row.tobytes() for row in gray}) > 1
+
+
+def _speech_spans(audio: np.ndarray, rate: int, gap_s: float = 0.6) -> list[tuple[int, int]]:
+    """Where someone speaks in ``audio`` (float mono): louder than -40 dBFS, pauses under ``gap_s`` joined."""
+    hop = rate // 50
+    frames = audio[: len(audio) - len(audio) % hop].reshape(-1, hop)
+    loud = np.flatnonzero(20 * np.log10(np.sqrt((frames**2).mean(axis=1)) + 1e-9) > -40)
+    spans: list[list[int]] = []
+    for i in loud:
+        if spans and i - spans[-1][1] <= gap_s * 50:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    pad = rate // 5
+    return [(max(0, a * hop - pad), min(len(audio), (b + 1) * hop + pad)) for a, b in spans]

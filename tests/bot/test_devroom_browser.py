@@ -8,11 +8,13 @@ page (``docs/devroom.png`` is made that way).
 """
 
 import asyncio
+import contextlib
 import os
 import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,6 +38,30 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
 ]
+
+@contextlib.asynccontextmanager
+async def chromium_page(profile_dir: Path, microphone_wav: Path) -> AsyncIterator[Any]:
+    """A page in headless Chromium whose microphone plays ``microphone_wav`` (looped)."""
+    import playwright.async_api as playwright_api
+
+    async with playwright_api.async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            user_data_dir=str(profile_dir), executable_path=str(CHROMIUM), headless=True,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={microphone_wav}"],
+        )  # fmt: skip
+        try:
+            yield context.pages[0] if context.pages else await context.new_page()
+        finally:
+            await context.close()
+
+
+async def join_call(page, url: str) -> None:
+    """Open the call page at ``url``, press Join and wait until the call (and its data channel) is up."""
+    await page.goto(url)
+    await page.click("#join")
+    await page.wait_for_function("document.getElementById('status').textContent === 'connected'", timeout=30_000)
+    await asyncio.sleep(1.0)  # the data channel opens just after 'connected'
+
 
 STATS_SCRIPT = """async () => {
   const pc = window.devroom.pc;
