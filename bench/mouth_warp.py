@@ -8,7 +8,7 @@ frame by frame interleaved on one core, so machine load hits both alike.
 Prints a table and the CPU, writes bench/results/mouth_warp.json, and with
 ``--frames-dir`` saves rest / open / closed / wide / round frames as PNG.
 
-    python bench/mouth_warp.py [--replicas eileen ada] [--frames 400] [--frames-dir DIR]
+    python bench/mouth_warp.py [--replicas eileen ada] [--frames 400] [--frames-dir DIR] [--docs-dir docs/replicas]
 """
 
 from __future__ import annotations
@@ -97,17 +97,39 @@ def save_frames(rigs: dict[str, FaceRig], replica_id: str, folder: Path) -> list
     return written
 
 
+def save_docs_frames(track: SpeechTrack, speech_s: float, replica_ids: list[str], folder: Path) -> list[Path]:
+    """A mid-word frame (an open vowel, eyes open) of each replica, 320x320, for the README."""
+    times = np.arange(0.2, speech_s - 0.2, 1 / FPS)
+    opens = np.array([track.shape_at(t)[0][0] for t in times])
+    t = float(times[int(np.argmax(opens))])
+    written = []
+    for rid in replica_ids:
+        rig = FaceRig(load_replica(rid))
+        shape, loudness = track.shape_at(t)
+        pose = IdleMotion(seed=1).pose_at(t, shape, loudness)
+        pose.blink = 0.0
+        rgb = cv2.resize(rig.render(pose), (320, 320), interpolation=cv2.INTER_AREA)
+        path = folder / f"{rid}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        written.append(path)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", nargs="+", default=["eileen", "ada"])
     parser.add_argument("--frames", type=int, default=400)
     parser.add_argument("--frames-dir", type=Path, default=None)
+    parser.add_argument("--docs-dir", type=Path, default=None, help="write a mid-word frame per replica here")
     args = parser.parse_args()
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     cv2.setNumThreads(1)
     track, speech_s, source = _speech_track()
+    if args.docs_dir is not None:
+        for path in save_docs_frames(track, speech_s, ["eileen", "ada", "leo"], args.docs_dir):
+            print(f"wrote {path}")
     results = {}
     for rid in args.replicas:
         replica = load_replica(rid)

@@ -58,7 +58,7 @@ class MouthWarp:
         mesh: The mesh in ``base``'s pixels.
     """
 
-    _CAVITY = np.array([58, 18, 22], np.float32)  # RGB near the lips
+    _CAVITY = np.array([74, 24, 28], np.float32)  # RGB near the lips
     _CAVITY_BACK = np.array([16, 4, 6], np.float32)  # deep inside
     _TEETH = np.array([232, 226, 214], np.float32)
     _TONGUE = np.array([170, 74, 80], np.float32)
@@ -216,10 +216,18 @@ class MouthWarp:
         return float(pt[0]), float(pt[1])
 
     def inner_contour(self, pts: np.ndarray) -> np.ndarray:
-        """The inner lip contour (closed polygon) from control points."""
+        """The inner lip contour (closed polygon) from control points, rounded off.
+
+        Two rounds of corner cutting (Chaikin) turn the mesh's 20 points into
+        a smooth curve, so the cavity's edge shows no straight segments.
+        """
         upper = pts[self._iu_idx]
         lower = pts[self._il_idx][::-1]
-        return np.concatenate([upper, lower])
+        poly = np.concatenate([upper, lower])
+        for _ in range(2):
+            nxt = np.roll(poly, -1, axis=0)
+            poly = np.stack([0.75 * poly + 0.25 * nxt, 0.25 * poly + 0.75 * nxt], axis=1).reshape(-1, 2)
+        return poly
 
     # --- The portrait's own teeth ------------------------------------------------------
 
@@ -248,8 +256,9 @@ class MouthWarp:
         mid = (np.interp(xs, iu[:, 0], iu[:, 1]) + np.interp(xs, il[:, 0], il[:, 1]))[None, :] / 2
         upper = np.clip(mid - ys + 0.5, 0, 1) * (inside / 255.0)
         lower = np.clip(ys - mid + 0.5, 0, 1) * (inside / 255.0)
+        # The lower teeth sit in the shadow of the upper lip and jaw.
         return {"patch": patch, "origin": (bx0, by0), "upper": upper.astype(np.float32),
-                "lower": lower.astype(np.float32)}
+                "lower_patch": patch * 0.65, "lower": (0.8 * lower).astype(np.float32)}
 
     @staticmethod
     def _layer(colour: np.ndarray, origin: tuple[int, int], patch: np.ndarray, alpha: np.ndarray,
@@ -325,16 +334,18 @@ class MouthWarp:
         size = (2 * label.shape[1], 2 * label.shape[0])
         map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
         map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
-        self._lip_maps(map_x, map_y, pts, dst, affine, order)
+        if squeezed.any():
+            self._lip_maps(map_x, map_y, pts, dst, affine, order)
         frame[y0:y1, x0:x1] = cv2.remap(self.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         self._cavity(frame, pts, mouth)
 
     def _lip_maps(self, map_x, map_y, pts, dst, affine, order) -> None:
         """Recompute the maps around the lips at full resolution, in place.
 
-        Where the lips meet, the warp jumps across what was between them; a
-        map scaled up from half resolution would blur that jump into a line
-        of teeth.
+        Where pressed lips meet, the warp jumps across what was between them;
+        a map scaled up from half resolution would blur that jump into a line
+        of teeth. (Without squeezed triangles the warp is continuous and the
+        half-resolution maps are exact enough.)
         """
         x0, y0, x1, y1 = self.box
         lips = pts[: self.n_lip]
@@ -385,9 +396,9 @@ class MouthWarp:
         xs = np.arange(bx0, bx1, dtype=np.float32)[None, :]
         upper = pts[self._iu_idx]
         lower = pts[self._il_idx]
-        top = np.interp(xs[0], upper[:, 0], upper[:, 1])[None, :]
+        top = np.interp(xs[0], upper[:, 0], upper[:, 1]).astype(np.float32)[None, :]
         lower_full = np.concatenate([upper[:1], lower, upper[-1:]])
-        bottom = np.interp(xs[0], lower_full[:, 0], lower_full[:, 1])[None, :]
+        bottom = np.interp(xs[0], lower_full[:, 0], lower_full[:, 1]).astype(np.float32)[None, :]
         gap = np.maximum(bottom - top, 1e-3)
         depth = np.clip((ys - top) / gap, 0.0, 1.0)
         mid_x = float(upper[:, 0].mean())
@@ -396,7 +407,7 @@ class MouthWarp:
         # Darker deep inside and towards the middle of the opening.
         shade = np.clip(0.35 + 0.65 * np.abs(2 * depth - 1) ** 1.5, 0, 1) * (1.0 - 0.4 * centre)
         colour = self._CAVITY_BACK + (self._CAVITY - self._CAVITY_BACK) * shade[..., None]
-        tongue_amt = max(tongue, 0.5 * max(0.0, open_ - 0.4))
+        tongue_amt = max(tongue, 0.8 * max(0.0, open_ - 0.3))
         if tongue_amt > 0.01:
             t = tongue_amt * np.clip((depth - 0.55) / 0.25, 0, 1) * np.clip(centre * 1.6, 0, 1) * 0.8
             colour = colour * (1 - t[..., None]) + self._TONGUE * t[..., None]
@@ -409,7 +420,7 @@ class MouthWarp:
             ox, oy = teeth_layer["origin"]
             self._layer(colour, (bx0, by0), teeth_layer["patch"], teeth_layer["upper"],
                         (ox, oy + int(round(lift))))
-            self._layer(colour, (bx0, by0), teeth_layer["patch"] * 0.65, teeth_layer["lower"] * 0.8,
+            self._layer(colour, (bx0, by0), teeth_layer["lower_patch"], teeth_layer["lower"],
                         (ox, oy + int(round(drop))))
         else:
             # Painted upper teeth: a band under the upper lip, darker towards the corners.
