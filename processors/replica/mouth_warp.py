@@ -253,12 +253,13 @@ class MouthWarp:
             return None
         ys = np.arange(by0, by1, dtype=np.float32)[:, None]
         xs = np.arange(bx0, bx1, dtype=np.float32)
+        # Upper teeth above the gap's middle line, lower teeth below it.
         mid = (np.interp(xs, iu[:, 0], iu[:, 1]) + np.interp(xs, il[:, 0], il[:, 1]))[None, :] / 2
         upper = np.clip(mid - ys + 0.5, 0, 1) * (inside / 255.0)
         lower = np.clip(ys - mid + 0.5, 0, 1) * (inside / 255.0)
         # The lower teeth sit in the shadow of the upper lip and jaw.
         return {"patch": patch, "origin": (bx0, by0), "upper": upper.astype(np.float32),
-                "lower_patch": patch * 0.65, "lower": (0.8 * lower).astype(np.float32)}
+                "lower_patch": patch * 0.8, "lower": (0.9 * lower).astype(np.float32)}
 
     @staticmethod
     def _layer(colour: np.ndarray, origin: tuple[int, int], patch: np.ndarray, alpha: np.ndarray,
