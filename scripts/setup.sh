@@ -33,6 +33,7 @@ APT_PACKAGES=(
   ffmpeg sox espeak-ng libsndfile1               # audio tools and libraries
   flite festival festvox-us-slt-hts             # more test voices (multi-sentence turn tests)
   postgresql                                     # the API's storage tests on a real PostgreSQL
+  tesseract-ocr                                  # perception reads a shared screen's text
 )
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
