@@ -6,9 +6,11 @@ replica's mesh (:mod:`processors.replica.mouth_warp`). Both render the same
 poses (real piper speech with phoneme timing, blinks, gaze, head motion),
 frame by frame interleaved on one core, so machine load hits both alike.
 Prints a table and the CPU, writes bench/results/mouth_warp.json, and with
-``--frames-dir`` saves rest / open / closed / wide / round frames as PNG.
+``--frames-dir`` saves rest / open / closed / wide / round frames as PNG;
+``--judge`` runs the packaged face mesh on rendered talking frames of both
+(inner-lip gap against loudness, chin range).
 
-    python bench/mouth_warp.py [--replicas eileen ada] [--frames 400] [--frames-dir DIR] [--docs-dir docs/replicas]
+    python bench/mouth_warp.py [--replicas eileen ada] [--frames 400] [--frames-dir DIR] [--docs-dir docs/replicas] [--judge]
 """
 
 from __future__ import annotations
@@ -115,12 +117,64 @@ def save_docs_frames(track: SpeechTrack, speech_s: float, replica_ids: list[str]
     return written
 
 
+def judge(replica_ids: list[str], cache_dir: Path) -> dict:
+    """The packaged face mesh run on rendered talking frames, before and after.
+
+    Per frame: the inner-lip gap (mesh points 13-14) and chin-to-nose distance
+    (152-1), both over the face height (10-152); the gap's correlation with the
+    voice's loudness at the best lag within +-120 ms, and the chin's 2-98 %
+    range.
+    """
+    from processors.replica.mesh import open_mesh_finder
+    from processors.replica.video_file import render_talking_frames
+    from tests.replica.measure import best_lag, piper_speech, rms_envelope
+
+    finder = open_mesh_finder(cache_dir=cache_dir)
+    if finder is None:
+        raise SystemExit("face models missing; run scripts/setup.sh")
+    audio, rate, phonemes = piper_speech(
+        "Thanks for joining the call. I can hear you clearly, and I will answer as soon as you finish speaking."
+    )
+    out = {}
+    for rid in replica_ids:
+        replica = load_replica(rid)
+        for name, rep in (("before", dataclasses.replace(replica, mesh=None)), ("after", replica)):
+            gaps, chins = [], []
+            for _t, rgb in render_talking_frames(rep, audio, rate, phonemes, fps=FPS):
+                faces = finder.find(rgb)
+                if not faces or faces[0].mesh is None:
+                    gaps.append(0.0)
+                    chins.append(np.nan)
+                    continue
+                m = faces[0].mesh.points
+                height = float(np.linalg.norm(m[152, :2] - m[10, :2]))
+                gaps.append((m[14, 1] - m[13, 1]) / height)
+                chins.append((m[152, 1] - m[1, 1]) / height)
+            gap = np.asarray(gaps)
+            lag, corr = best_lag(gap, rms_envelope(audio, rate, FPS, len(gap)), max_lag=3)
+            chin = np.asarray(chins)
+            out.setdefault(rid, {})[name] = {
+                "lip_gap_loudness_r": corr,
+                "lag_ms": lag * 1000 / FPS,
+                "chin_range_pct": float(100 * (np.nanpercentile(chin, 98) - np.nanpercentile(chin, 2))),
+                "frames": len(gap),
+            }
+    print("independent judge: the packaged face mesh on the rendered frames")
+    print(f"{'replica':<8} {'renderer':<8} {'gap~loudness r':>15} {'lag':>8} {'chin range':>11}")
+    for rid, rows in out.items():
+        for name, r in rows.items():
+            print(f"{rid:<8} {name:<8} {r['lip_gap_loudness_r']:>15.2f} {r['lag_ms']:>5.0f} ms {r['chin_range_pct']:>9.1f} %")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", nargs="+", default=["eileen", "ada"])
     parser.add_argument("--frames", type=int, default=400)
     parser.add_argument("--frames-dir", type=Path, default=None)
     parser.add_argument("--docs-dir", type=Path, default=None, help="write a mid-word frame per replica here")
+    parser.add_argument("--judge", action="store_true", help="also measure lips and chin with the face mesh")
+    parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/open-cvi").expanduser())
     args = parser.parse_args()
 
     if hasattr(os, "sched_setaffinity"):
@@ -167,10 +221,12 @@ def main() -> None:
                 f"{rid:<8} {name:<8} {r['median_ms']:>6.2f} ms {r['mean_ms']:>6.2f} ms {r['p95_ms']:>6.2f} ms "
                 f"{r['max_ms']:>6.2f} ms {100 * r['median_ms'] / (1000 / FPS):>8.0f}%"
             )
+    judged = judge(args.replicas, args.cache_dir.expanduser()) if args.judge else None
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
-            {"cpu": cpu_model(), "cores": 1, "fps": FPS, "frames": args.frames, "poses": source, "results": results},
+            {"cpu": cpu_model(), "cores": 1, "fps": FPS, "frames": args.frames, "poses": source, "results": results,
+             "judge": judged},
             indent=2,
         )
         + "\n"

@@ -39,8 +39,8 @@ from processors.replica.mesh import (
 )
 
 # The chin's drop at full jaw opening, as a fraction of the face's height
-# (forehead to chin): 8 % for an open "ah".
-JAW_DROP = 0.08
+# (forehead to chin): 10 % at full opening, 9.5 % for an open "ah".
+JAW_DROP = 0.10
 # Labels are drawn with this many fractional bits (cv2 drawing ``shift``).
 _SHIFT = 4
 
