@@ -30,8 +30,9 @@ from pipecat.transports.base_output import BaseOutputTransport
 
 # Pieces waiting for the writer (about 20 s of a call); past that, new ones are dropped.
 QUEUE_PIECES = 1500
-# A voice's piece that arrives this close after the last one's end continues it (no gap inserted).
-CONTIGUOUS_S = 0.12
+# A voice's piece that starts this close after the last one's end continues it: a late
+# piece (a busy event loop) is not a pause. A longer silence is one, and is kept.
+CONTIGUOUS_S = 0.35
 # The encoders run at the lowest priority: the call's own work always comes first.
 ENCODER_NICENESS = 19
 MUX_TIMEOUT_S = 600.0
@@ -86,18 +87,22 @@ class CallRecording:
 
     # During the call (event loop side) -------------------------------------
 
-    def add(self, kind: str, data: bytes, *, sample_rate: int = 0, size: tuple[int, int] | None = None) -> None:
-        """Queue one piece (``user``/``replica`` audio, or ``video`` RGB) stamped now; never blocks."""
+    def add(
+        self, kind: str, data: bytes, *, sample_rate: int = 0, size: tuple[int, int] | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Queue one piece (``user``/``replica`` audio, or ``video`` RGB) that happened at ``at``
+        (``time.monotonic()`` seconds; None: now); never blocks."""
         if self._closed:
             return
-        now = time.monotonic()
+        now = time.monotonic() if at is None else at
         if self._t0 is None:
             self._t0 = now
             self._parts.mkdir(parents=True, exist_ok=True)
             self._thread = threading.Thread(target=self._write, name=f"recording-{self.path.stem}", daemon=True)
             self._thread.start()
         try:
-            self._queue.put_nowait((kind, now - self._t0, data, sample_rate, size))
+            self._queue.put_nowait((kind, max(0.0, now - self._t0), data, sample_rate, size))
         except queue.Full:
             self.dropped += 1
 
@@ -126,7 +131,8 @@ class CallRecording:
             import soxr
 
             samples = soxr.resample(samples, sample_rate, voice.rate).astype(np.int16)
-        start = round(at * voice.rate)
+        # A piece is seen as it ends (the replica's once played): it started its length earlier.
+        start = round(at * voice.rate) - len(samples)
         gap = start - voice.written
         if gap > CONTIGUOUS_S * voice.rate:
             voice.file.write(np.zeros(gap, dtype=np.int16))
@@ -253,6 +259,20 @@ class RecordingObserver(BaseObserver):
     def __init__(self, recording: CallRecording):
         super().__init__()
         self._recording = recording
+        self._clock_offset: float | None = None
+
+    def _at(self, data: FramePushed) -> float:
+        """When the frame was pushed, on ``time.monotonic()``'s scale.
+
+        Observers run from a queue, late by however busy the loop is; the
+        push's own time (the pipeline clock) is exact. Its offset to
+        ``time.monotonic()`` is the smallest gap seen (the least delayed observation).
+        """
+        pushed = data.timestamp / 1e9
+        offset = time.monotonic() - pushed
+        if self._clock_offset is None or offset < self._clock_offset:
+            self._clock_offset = offset
+        return self._clock_offset + pushed
 
     async def on_push_frame(self, data: FramePushed) -> None:
         if data.direction != FrameDirection.DOWNSTREAM:
@@ -260,10 +280,10 @@ class RecordingObserver(BaseObserver):
         frame = data.frame
         if isinstance(frame, InputAudioRawFrame):
             if data.first_push:
-                self._recording.add("user", frame.audio, sample_rate=frame.sample_rate)
+                self._recording.add("user", frame.audio, sample_rate=frame.sample_rate, at=self._at(data))
         elif isinstance(frame, OutputAudioRawFrame):
             if isinstance(data.source, BaseOutputTransport):
-                self._recording.add("replica", frame.audio, sample_rate=frame.sample_rate)
+                self._recording.add("replica", frame.audio, sample_rate=frame.sample_rate, at=self._at(data))
         elif isinstance(frame, OutputImageRawFrame):
             if data.first_push and frame.format in (None, "RGB"):
-                self._recording.add("video", frame.image, size=tuple(frame.size))
+                self._recording.add("video", frame.image, size=tuple(frame.size), at=self._at(data))
