@@ -107,7 +107,9 @@ class MouthWarp:
         nodes = lips + others + [(-1, np.array(q), "edge") for q in frame_pts]
         rest = np.array([n[1] for n in nodes], np.float64)
         roles = [n[2] for n in nodes]
-        self._chin_node = [n[0] for n in nodes].index(CHIN)
+        ids = [n[0] for n in nodes]
+        # The chin point, or the lowest face point when the portrait cuts the chin off.
+        self._chin_node = ids.index(CHIN) if CHIN in ids else int(np.argmax(rest[: len(lips) + len(others), 1]))
         self.rest = rest.astype(np.float32)
         self.n_lip = len(lips)
 
