@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from loguru import logger
 
 from processors.replica.assets import FaceLandmarks, Replica
 from processors.replica.mouth_warp import MouthWarp
@@ -102,6 +103,11 @@ class FaceRig:
         self.mouth_warp: MouthWarp | None = None
         if replica.mesh is not None:
             self.mouth_warp = MouthWarp(self.base, replica.mesh.scaled(factor, (ox, oy)))
+        else:
+            logger.info(
+                f"replica '{replica.replica_id}' has no face mesh: its mouth is drawn without one "
+                "(python -m processors.replica.mesh REPLICAS_DIR adds it)"
+            )
         self._eyes = [self._build_eye(landmarks.eye_left, landmarks), self._build_eye(landmarks.eye_right, landmarks)]
         self._pivot = (float(landmarks.chin[0]), float(landmarks.chin[1]))
 

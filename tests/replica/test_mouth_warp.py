@@ -162,3 +162,14 @@ def test_a_replica_made_from_a_photo_gets_its_mesh(settings, tmp_path):
     assert np.abs(replica.mesh.points - stock).max() < 3
     rig = FaceRig(replica)
     assert mouth_cavity(_frame(rig, Viseme.AA), rig.landmarks) > 500
+
+
+def test_a_replica_without_a_mesh_still_talks_with_the_older_mouth():
+    """Folders made before meshes existed render as before (and say how to add one)."""
+    import dataclasses
+
+    replica = dataclasses.replace(load_replica("ada"), mesh=None)
+    rig = FaceRig(replica)
+    assert rig.mouth_warp is None
+    assert np.array_equal(_frame(rig, Viseme.REST), rig.base)
+    assert mouth_cavity(_frame(rig, Viseme.AA), rig.landmarks) > 300
