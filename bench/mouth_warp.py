@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,20 +32,11 @@ from processors.replica.assets import load_replica  # noqa: E402
 from processors.replica.face import FacePose, FaceRig, IdleMotion  # noqa: E402
 from processors.replica.speech_track import SpeechTrack  # noqa: E402
 from processors.replica.visemes import Viseme  # noqa: E402
+from processors.llm.llama_server import cpu_summary  # noqa: E402
 
 FPS = 25
 RESULTS = Path(__file__).resolve().parent / "results" / "mouth_warp.json"
 SHAPES = {"rest": Viseme.REST, "open": Viseme.AA, "closed": Viseme.PBM, "wide": Viseme.I, "round": Viseme.O}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _speech_track() -> tuple[SpeechTrack, float, str]:
@@ -211,7 +201,7 @@ def main() -> None:
         results[rid] = {name: _stats(ms) for name, ms in times.items()}
 
     header = f"{'replica':<8} {'renderer':<8} {'median':>9} {'mean':>9} {'p95':>9} {'max':>9} {'of 40 ms':>9}"
-    print(f"FaceRig.render, 512x512, {args.frames} frames each, one core; CPU: {cpu_model()}")
+    print(f"FaceRig.render, 512x512, {args.frames} frames each, one core; CPU: {cpu_summary()}")
     print(f"poses: {source}, {speech_s:.1f} s, looped, with blinks, gaze and head motion")
     print(header)
     print("-" * len(header))
@@ -225,7 +215,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
-            {"cpu": cpu_model(), "cores": 1, "fps": FPS, "frames": args.frames, "poses": source, "results": results,
+            {"cpu": cpu_summary(), "cores": 1, "fps": FPS, "frames": args.frames, "poses": source, "results": results,
              "judge": judged},
             indent=2,
         )

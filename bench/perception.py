@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import sys
 import threading
@@ -32,19 +31,10 @@ from processors.faces.landmarks import FaceLandmarker, open_face_finder  # noqa:
 from processors.faces.models import face_model_paths  # noqa: E402
 from processors.perception.cues import CueTracker, read_frame  # noqa: E402
 from processors.perception.processor import add_cue_line  # noqa: E402
+from processors.llm.llama_server import cpu_summary  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "perception.json"
 FRAME_SIZE = (320, 240)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def frames(finder) -> list[np.ndarray]:
@@ -107,7 +97,7 @@ def run(fps: float, seconds: float, runtime: str, cache_dir: Path) -> dict:
         turn_us.append((time.perf_counter() - t0) * 1e6)
 
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_summary(),
         "runtime": finder.info.runtime,
         "engine": finder.info.engine,
         "fps": fps,
