@@ -137,3 +137,17 @@ def head_turned(finder, image: np.ndarray, *, yaw: float = 0.0, pitch: float = 0
     y = p[:, 1] * np.cos(b) - z * np.sin(b)
     moved = np.stack([x, y], axis=1) + centre[:2]
     return _warp_face(image, points[:, :2], moved)
+
+
+def packaged_face_finder(settings):
+    """The packaged MediaPipe face models as the app opens them; fails (not skips) when setup has not run."""
+    import pytest
+
+    from processors.faces.landmarks import FaceLandmarker, open_face_finder
+    from processors.faces.models import face_models_dir
+
+    if not face_models_dir(settings.cvi_cache_dir).is_dir():
+        pytest.fail("face models missing: run scripts/setup.sh (python -m processors.faces.models prepare)")
+    found = open_face_finder(cache_dir=settings.cvi_cache_dir)
+    assert isinstance(found, FaceLandmarker)
+    return found

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from processors.faces.landmarks import FaceLandmarker, HaarFaceFinder, open_face_finder
-from processors.faces.models import FaceModelsNotInstalledError, face_model_paths, face_models_dir
+from processors.faces.models import FaceModelsNotInstalledError, face_model_paths
 from tests import face_images
 
 pytestmark = pytest.mark.models
@@ -15,11 +15,7 @@ pytestmark = pytest.mark.models
 
 @pytest.fixture(scope="module")
 def finder(settings) -> FaceLandmarker:
-    if not face_models_dir(settings.cvi_cache_dir).is_dir():
-        pytest.fail("face models missing: run scripts/setup.sh (python -m processors.faces.models prepare)")
-    found = open_face_finder(cache_dir=settings.cvi_cache_dir)
-    assert isinstance(found, FaceLandmarker)
-    return found
+    return face_images.packaged_face_finder(settings)
 
 
 def eye_line_degrees(points: np.ndarray) -> float:

@@ -17,8 +17,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
-from processors.faces.landmarks import FaceLandmarker, open_face_finder
-from processors.faces.models import face_models_dir
+from processors.faces.landmarks import FaceLandmarker
 from processors.perception.cues import CueTracker, FrameReading, expression_of, face_measures, read_frame
 from processors.perception.processor import (
     CUE_LINE_PREFIX,
@@ -34,11 +33,7 @@ pytestmark = pytest.mark.models
 
 @pytest.fixture(scope="module")
 def finder(settings) -> FaceLandmarker:
-    if not face_models_dir(settings.cvi_cache_dir).is_dir():
-        pytest.fail("face models missing: run scripts/setup.sh")
-    found = open_face_finder(cache_dir=settings.cvi_cache_dir)
-    assert isinstance(found, FaceLandmarker)
-    return found
+    return face_images.packaged_face_finder(settings)
 
 
 @pytest.fixture(scope="module")
