@@ -282,7 +282,9 @@ async def ask(
         "cache_prompt": True,
         "seed": zlib.crc32(question.id.encode()),
     }
-    shaper = SpokenReplyShaper(persona_name=persona.persona_name, max_sentences=setup.max_sentences)
+    shaper = SpokenReplyShaper(
+        persona_name=persona.persona_name, max_sentences=setup.max_sentences, max_tokens=persona.layers.llm.max_tokens
+    )
     ttft = first_sentence = None
     error = None
     timings: dict = {}

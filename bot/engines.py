@@ -450,7 +450,11 @@ SPOKEN_MAX_SENTENCES = 3
 def build_spoken_reply(persona: Persona) -> SpokenReplyProcessor:
     """Between LLM and TTS: whole sentences only, at most ``SPOKEN_MAX_SENTENCES``,
     never the persona's own name for the user, no markup."""
-    return SpokenReplyProcessor(persona_name=persona.persona_name, max_sentences=SPOKEN_MAX_SENTENCES)
+    return SpokenReplyProcessor(
+        persona_name=persona.persona_name,
+        max_sentences=SPOKEN_MAX_SENTENCES,
+        max_tokens=persona.layers.llm.max_tokens,
+    )
 
 
 def spoken_text_transforms() -> list:

@@ -103,13 +103,18 @@ class SpokenReplyShaper:
     Args:
         persona_name: The persona's own name, never used to address the user.
         max_sentences: Most sentences a reply may have (None: no limit).
+        max_tokens: The LLM's token budget per reply, when known. A reply fed
+            in fewer pieces (each streamed piece is about one token) ended by
+            itself, not by the budget: an unpunctuated first sentence is then
+            closed with a full stop instead of left hanging.
     """
 
-    def __init__(self, *, persona_name: str, max_sentences: int | None = None):
+    def __init__(self, *, persona_name: str, max_sentences: int | None = None, max_tokens: int | None = None):
         if max_sentences is not None and max_sentences < 1:
             raise ValueError(f"max_sentences must be at least 1 or None, got {max_sentences}")
         self._name = persona_name.strip()
         self._max_sentences = max_sentences
+        self._max_tokens = max_tokens
         name = re.escape(self._name)
         # While streaming, a name counts as an address once punctuation follows
         # it; at the end of the reply, the end counts too.
@@ -135,6 +140,7 @@ class SpokenReplyShaper:
     def reset(self) -> None:
         """Start a new reply."""
         self._raw = ""  # everything fed so far, as the LLM wrote it
+        self._pieces = 0  # pieces fed (about one token each)
         self._pending = ""  # cleaned text not yet released (a last line may be raw: see _split_line)
         self._line_start = True  # _pending starts at the start of a line
         self._sentence_start = True  # _pending starts at the start of a sentence
@@ -199,6 +205,7 @@ class SpokenReplyShaper:
     def feed(self, text: str) -> str:
         """Take the next piece of the reply; return the text that may be spoken now."""
         self._raw += text
+        self._pieces += 1
         if self._done:
             self.dropped += text
             return ""
@@ -235,6 +242,9 @@ class SpokenReplyShaper:
             # and a line break, which may be followed by a list marker.
             head = head[: len(head) - len(re.search(r"\S*\Z", head).group())]
             head = re.sub(r"\s*\n\s*\Z", "", head)
+            # A colon waits for what it introduces: code or a list may follow,
+            # which is never spoken, and "Here it is:" must not end the reply.
+            head = re.sub(r"[ \t]*:[ \t]*\Z", "", head)
             if head.strip():
                 out.append(self._release(head, whole=False))
                 pending = pending[len(head) :]
@@ -247,7 +257,9 @@ class SpokenReplyShaper:
         Final sentences that end in ``.``, ``!`` or ``?`` are spoken; an
         unfinished one (the token budget ran out) is dropped. When the first
         sentence itself is unfinished, what was already streamed of it cannot
-        be taken back, so the rest of it is spoken as it stands.
+        be taken back, so the rest of it is spoken: as it stands when the
+        budget cut it, closed with a full stop when the LLM simply ended
+        without one (or what followed its colon was not speakable).
         """
         if self._done:
             return ""
@@ -266,12 +278,22 @@ class SpokenReplyShaper:
             if self._limit_reached():
                 self.dropped += pending
                 return "".join(out)
-        if pending.strip():
+        if self._sentences == 0 and self._ended_by_itself():
+            closed = re.sub(r"[ \t,;:]+\Z", "", pending)
+            said = self.spoken.rstrip()
+            if closed.strip() or (said and not ends_whole(said)):
+                out.append(self._release(closed + ".", whole=True))
+                self._sentences += 1
+        elif pending.strip():
             if self._sentences == 0:
                 out.append(self._release(pending, whole=False))
             else:
                 self.dropped += pending
         return "".join(out)
+
+    def _ended_by_itself(self) -> bool:
+        """The LLM stopped before its token budget (unknown budget: assume it may have been cut)."""
+        return self._max_tokens is not None and self._pieces < self._max_tokens - 1
 
 
 def ends_whole(text: str) -> bool:
@@ -313,12 +335,15 @@ class SpokenReplyProcessor(FrameProcessor):
     Args:
         persona_name: The persona's own name.
         max_sentences: Most sentences a spoken reply may have (None: no limit).
+        max_tokens: The LLM's token budget per reply (see ``SpokenReplyShaper``).
         **kwargs: Passed to ``FrameProcessor``.
     """
 
-    def __init__(self, *, persona_name: str, max_sentences: int | None = None, **kwargs):
+    def __init__(
+        self, *, persona_name: str, max_sentences: int | None = None, max_tokens: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
-        self._shaper = SpokenReplyShaper(persona_name=persona_name, max_sentences=max_sentences)
+        self._shaper = SpokenReplyShaper(persona_name=persona_name, max_sentences=max_sentences, max_tokens=max_tokens)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Shape reply text; pass everything else on."""

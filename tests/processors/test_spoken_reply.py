@@ -21,8 +21,10 @@ def tokens(text: str) -> list[str]:
     return re.findall(r" ?[A-Za-z']+| ?\d+|\n+|\s+|[^\sA-Za-z\d]", text)
 
 
-def shape(text: str, name: str = "Ava", max_sentences: int | None = None) -> tuple[list[str], SpokenReplyShaper]:
-    shaper = SpokenReplyShaper(persona_name=name, max_sentences=max_sentences)
+def shape(
+    text: str, name: str = "Ava", max_sentences: int | None = None, max_tokens: int | None = None
+) -> tuple[list[str], SpokenReplyShaper]:
+    shaper = SpokenReplyShaper(persona_name=name, max_sentences=max_sentences, max_tokens=max_tokens)
     pieces = [shaper.feed(t) for t in tokens(text)]
     pieces.append(shaper.finish())
     assert tokens(text) and "".join(tokens(text)) == text
@@ -126,9 +128,25 @@ def test_abbreviations_and_decimals_do_not_end_a_sentence():
 
 def test_a_first_sentence_cut_short_is_spoken_as_it_stands():
     # Already streamed words cannot be taken back; the check in the LLM test counts these.
-    result = spoken("The weather in March is around 18 degrees")
-    assert result == "The weather in March is around 18 degrees"
-    assert not ends_whole(result)
+    text = "The weather in March is around 18 degrees"
+    for budget in (None, len(tokens(text))):  # budget unknown, or used up
+        result = spoken(text, max_tokens=budget)
+        assert result == "The weather in March is around 18 degrees"
+        assert not ends_whole(result)
+
+
+def test_a_reply_that_ends_by_itself_without_a_full_stop_is_closed():
+    # The LLM stopped well inside its budget: the sentence is finished, only its stop is missing.
+    out, _ = shape("Sure, here's a fraction problem for you: 1/2 + 3/4 = 7/8", max_tokens=70)
+    assert "".join(out) == "Sure, here's a fraction problem for you: 1/2 + 3/4 = 7/8."
+    assert len(out) > 2  # it still streamed word by word
+
+
+def test_a_lead_in_to_code_is_closed_not_left_on_its_colon():
+    text = "Here's a Python function to sort a list:\n```python\ndef sort_list(xs):\n    return sorted(xs)\n```"
+    assert spoken(text, max_tokens=90) == "Here's a Python function to sort a list."
+    # What the colon introduces is spoken when it is speech.
+    assert spoken("My tip: take tram 28 early.", max_tokens=90) == "My tip: take tram 28 early."
 
 
 async def test_the_processor_shapes_llm_text_and_passes_other_frames():
