@@ -320,7 +320,13 @@ def _free_port() -> int:
 @contextlib.asynccontextmanager
 async def serve_devroom(on_connection: OnConnection, **app_kwargs: Any) -> AsyncIterator[str]:
     """Serve the dev room on 127.0.0.1 in this event loop; yields its base URL."""
-    app = create_devroom_app(on_connection=on_connection, **app_kwargs)
+    async with serve_app(create_devroom_app(on_connection=on_connection, **app_kwargs)) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app (lifespan on) on 127.0.0.1 in this event loop; yields its base URL."""
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

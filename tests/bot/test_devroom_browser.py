@@ -40,14 +40,18 @@ CHROMIUM_ARGS = [
 ]
 
 @contextlib.asynccontextmanager
-async def chromium_page(profile_dir: Path, microphone_wav: Path) -> AsyncIterator[Any]:
-    """A page in headless Chromium whose microphone plays ``microphone_wav`` (looped)."""
+async def chromium_page(
+    profile_dir: Path, microphone_wav: Path, camera_y4m: Path | None = None
+) -> AsyncIterator[Any]:
+    """A page in headless Chromium whose microphone plays ``microphone_wav`` (looped),
+    and whose camera plays ``camera_y4m`` (Chromium's own test pattern without one)."""
     import playwright.async_api as playwright_api
 
+    camera = [f"--use-file-for-fake-video-capture={camera_y4m}"] if camera_y4m else []
     async with playwright_api.async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             user_data_dir=str(profile_dir), executable_path=str(CHROMIUM), headless=True,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={microphone_wav}"],
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={microphone_wav}", *camera],
         )  # fmt: skip
         try:
             yield context.pages[0] if context.pages else await context.new_page()

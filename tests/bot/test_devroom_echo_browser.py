@@ -5,17 +5,16 @@ real headless Chromium; the page learns the mode from ``GET /api/config``.
 """
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-import uvicorn
 
 from bot.engines import EmbeddedModels
 from bot.rooms import create_dev_room
+from tests.bot.conftest import serve_app
 from tests.bot.test_devroom_browser import STATS_SCRIPT, chromium_page, join_call
 
 pytestmark = pytest.mark.browser
@@ -28,17 +27,9 @@ async def test_say_box_is_spoken_back_by_an_echo_persona(settings, tmp_path: Pat
     soundfile.write(str(silence), np.zeros(16000 * 2, np.int16), 16000)
     models = EmbeddedModels(settings)
     app = create_dev_room(settings, persona_name="echo", models=models)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not serving.done(), serving.result()
-            await asyncio.sleep(0.05)
-        async with chromium_page(tmp_path / "profile", silence) as page:
-            await join_call(page, f"http://127.0.0.1:{port}")
+        async with serve_app(app) as url, chromium_page(tmp_path / "profile", silence) as page:
+            await join_call(page, url)
             before = await page.evaluate(STATS_SCRIPT)
             await page.fill("#say", SAID)
             started = time.monotonic()
@@ -58,6 +49,4 @@ async def test_say_box_is_spoken_back_by_an_echo_persona(settings, tmp_path: Pat
         with pytest.raises(RuntimeError):
             models.llm_base_url  # no LLM was started for the echo persona
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 15)
         await models.close()

@@ -7,15 +7,12 @@ or of an empty room. The bot asks the page for 320x240 at 2 fps, reads the
 frames with the face models, and the page shows its cues in ``#perception``.
 """
 
-import asyncio
-import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import soundfile
-import uvicorn
 
 import bot.rooms
 from bot.engines import EmbeddedModels
@@ -23,7 +20,8 @@ from bot.rooms import create_dev_room
 from personas import load_persona
 from personas.model import Layers, ReplicaLayer
 from tests import face_images
-from tests.bot.test_devroom_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.bot.conftest import serve_app
+from tests.bot.test_devroom_browser import chromium_page, join_call
 
 pytestmark = pytest.mark.browser
 
@@ -51,8 +49,6 @@ def camera_video(tmp_path: Path, scene: str) -> Path:
 
 @pytest.mark.parametrize("scene", ["face", "nobody"])
 async def test_the_bot_sees_whether_someone_is_there(settings, tmp_path: Path, monkeypatch, scene):
-    import playwright.async_api as playwright_api
-
     persona = coach_in_echo_mode()
     monkeypatch.setattr(bot.rooms, "load_persona", lambda name: persona)
     video = camera_video(tmp_path, scene)
@@ -60,40 +56,19 @@ async def test_the_bot_sees_whether_someone_is_there(settings, tmp_path: Path, m
     soundfile.write(str(silence), np.zeros(16000 * 2, np.int16), 16000)
     models = EmbeddedModels(settings)
     app = create_dev_room(settings, persona_name="coach", models=models)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not serving.done(), serving.result()
-            await asyncio.sleep(0.05)
-        async with playwright_api.async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                user_data_dir=str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-                args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={silence}",
-                      f"--use-file-for-fake-video-capture={video}"],
-            )  # fmt: skip
-            try:
-                page = context.pages[0] if context.pages else await context.new_page()
-                await page.goto(f"http://127.0.0.1:{port}")
-                await page.click("#join")
-                await page.wait_for_function(
-                    "document.getElementById('status').textContent === 'connected'", timeout=30_000
-                )
-                await page.wait_for_function("window.devroom.cameraSending", timeout=15_000)
-                asked = await page.evaluate("window.devroom.cameraAsked")
-                assert asked == {"type": "devroom.camera", "send": True, "framerate": 2, "width": 320, "height": 240}
-                # The first cue holds for a second after the first frames are read.
-                await page.wait_for_function(f"{CUE_EVENTS}.length > 0", timeout=30_000)
-                cues = (await page.evaluate(CUE_EVENTS))[-1]
-                shown_line = await page.text_content("#perception-line")
-                shown_faces = await page.text_content("#perception-cues dd[data-cue='faces']")
-                print(f"\n{scene}: cues {cues['cues']}; page shows {shown_line!r}")
-                await page.click("#leave")
-            finally:
-                await context.close()
+        async with serve_app(app) as url, chromium_page(tmp_path / "profile", silence, video) as page:
+            await join_call(page, url)
+            await page.wait_for_function("window.devroom.cameraSending", timeout=15_000)
+            asked = await page.evaluate("window.devroom.cameraAsked")
+            assert asked == {"type": "devroom.camera", "send": True, "framerate": 2, "width": 320, "height": 240}
+            # The first cue holds for a second after the first frames are read.
+            await page.wait_for_function(f"{CUE_EVENTS}.length > 0", timeout=30_000)
+            cues = (await page.evaluate(CUE_EVENTS))[-1]
+            shown_line = await page.text_content("#perception-line")
+            shown_faces = await page.text_content("#perception-cues dd[data-cue='faces']")
+            print(f"\n{scene}: cues {cues['cues']}; page shows {shown_line!r}")
+            await page.click("#leave")
         if scene == "face":
             assert cues["cues"]["faces"]["value"] == 1
             assert cues["cues"]["expression"]["value"] == "smiling"
@@ -106,6 +81,4 @@ async def test_the_bot_sees_whether_someone_is_there(settings, tmp_path: Path, m
             assert shown_line.startswith("the user is not in view of the camera")
             assert "Is the user looking at the camera? no one is in view" in shown_line
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 15)
         await models.close()
