@@ -7,6 +7,7 @@ envelope ``{"message_type": "conversation", "event_type": ...,
 user's speech, and keeps the figures for ``talk --json`` and the benchmarks.
 """
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class TurnTimings:
         return out
 
 
+# How long the replica may pause inside a reply before its line is sent anyway.
+REPLY_LINE_WAIT_S = 1.5
+
+
 class TurnObserver(BaseObserver):
     """Turns pipeline frames into contract events and per-stage turn timings.
 
@@ -122,6 +127,7 @@ class TurnObserver(BaseObserver):
         # with the reply complete, or cut short by the user.
         self._reply_complete = False
         self._reply_interrupted = False
+        self._pending_line: asyncio.Task | None = None
         self._bot_started_at: float | None = None
         self._bot_speaking = False
         self._shows_video = False
@@ -145,6 +151,15 @@ class TurnObserver(BaseObserver):
             {"inference_id": turn.inference_id, "timings_ms": turn.timings_ms()},
             turn.inference_id,
         )
+
+    def _cancel_pending_line(self) -> None:
+        if self._pending_line is not None and not self._pending_line.done():
+            self._pending_line.cancel()
+        self._pending_line = None
+
+    async def _emit_reply_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._emit_reply()
 
     async def _emit_reply(self) -> None:
         """Send the replica's line for the reply so far, once."""
@@ -250,6 +265,7 @@ class TurnObserver(BaseObserver):
                 if "total" in turn.marks:
                     await self._emit_latency(turn)
         elif isinstance(frame, BotStartedSpeakingFrame):
+            self._cancel_pending_line()
             self._bot_speaking = True
             self._bot_started_at = now
             turn = self._turn
@@ -270,6 +286,11 @@ class TurnObserver(BaseObserver):
             # is not its end: the line waits for the whole reply.
             if self._reply_complete or self._reply_interrupted:
                 await self._emit_reply()
+            else:
+                # The reply's end was not seen (it may still be written): if
+                # the voice does not go on soon, the line is sent as it stands.
+                self._cancel_pending_line()
+                self._pending_line = asyncio.create_task(self._emit_reply_after(REPLY_LINE_WAIT_S))
             if turn is not None and "total" in turn.marks and not turn.reported:
                 await self._emit_latency(turn)  # the face never showed speech
             if turn is not None and self._on_turn_complete is not None:

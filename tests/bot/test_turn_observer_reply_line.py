@@ -89,3 +89,23 @@ async def test_a_reply_cut_short_is_shown_once_and_the_next_reply_gets_its_own_l
         BotStoppedSpeakingFrame(),
     )
     assert replica_lines(events) == ["Lisbon has seven hills, and", "Sure, the castle it is."]
+
+
+async def test_a_reply_whose_end_is_never_seen_still_gets_its_line_once_the_voice_stops(monkeypatch):
+    """As in the browser bench: no LLMFullResponseEndFrame reached the observer, so the line waited for the next reply."""
+    import asyncio
+
+    import bot.interactions
+
+    monkeypatch.setattr(bot.interactions, "REPLY_LINE_WAIT_S", 0.05)
+    observer, events = await observed()
+    await push(
+        observer,
+        LLMFullResponseStartFrame(),
+        LLMTextFrame("You can watch it from a miradouro."),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+    )
+    assert replica_lines(events) == []  # it may still go on
+    await asyncio.sleep(0.2)
+    assert replica_lines(events) == ["You can watch it from a miradouro."]
