@@ -93,8 +93,10 @@ class TurnTimings:
         return out
 
 
-# How long the replica may pause inside a reply before its line is sent anyway.
-REPLY_LINE_WAIT_S = 1.5
+# How long the replica may pause inside a reply whose end was not seen (an
+# LLM error, say) before its line is sent anyway. On two busy cores the next
+# sentence can take over 1.5 s: a shorter wait split one reply into two lines.
+REPLY_LINE_WAIT_S = 5.0
 
 
 class TurnObserver(BaseObserver):
@@ -241,6 +243,8 @@ class TurnObserver(BaseObserver):
             if not isinstance(data.destination, SpokenReplyProcessor):
                 self._reply_text.append(frame.text)
         elif isinstance(frame, LLMFullResponseEndFrame):
+            if isinstance(data.destination, SpokenReplyProcessor):
+                return  # the shaper still holds the last words: it pushes its own end after them
             self._reply_complete = True
             if self._turn is not None:
                 self._turn.reply = "".join(self._reply_text).strip()

@@ -363,6 +363,12 @@ class SpokenReplyProcessor(FrameProcessor):
                 tail = self._shaper.dropped.strip()
                 reason = "past the sentence limit or unfinished"
                 logger.debug(f"{self}: dropped {len(tail)} characters ({reason}): {tail!r}")
+            # A new end frame: observers see a frame once, at its first push,
+            # and the reply ends here, after its last shaped words, not where
+            # the LLM pushed its own end while this still held them.
+            end = LLMFullResponseEndFrame()
+            end.skip_tts, end.metadata = frame.skip_tts, frame.metadata
+            frame = end
         elif isinstance(frame, (InterruptionFrame, EagerEndOfTurnCancelFrame)):
             self._shaper.reset()  # the reply in progress is abandoned
         await self.push_frame(frame, direction)

@@ -109,3 +109,46 @@ async def test_a_reply_whose_end_is_never_seen_still_gets_its_line_once_the_voic
     assert replica_lines(events) == []  # it may still go on
     await asyncio.sleep(0.2)
     assert replica_lines(events) == ["You can watch it from a miradouro."]
+
+
+async def test_the_reply_recorded_for_a_turn_is_all_that_the_shaper_lets_the_voice_say():
+    """The LLM's end frame is seen first on its way into the shaper, which still holds the reply's last words.
+
+    Seen in ``talk --json``: the reply came out as "He might have been made
+    amiable" while the voice went on to say the whole sentence.
+    """
+    from pipecat.frames.frames import TranscriptionFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
+    from pipecat.tests.utils import run_test
+
+    from processors.llm.spoken_reply import SpokenReplyProcessor
+
+    from pipecat.pipeline.pipeline import Pipeline
+
+    words = "He might have been made amiable himself. It's important to be kind."
+
+    class LLMStandIn(FrameProcessor):
+        """Answers the end of the user's turn as the LLM does: the reply's frames are first pushed into the shaper."""
+
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            await self.push_frame(frame, direction)
+            if isinstance(frame, UserStoppedSpeakingFrame):
+                await self.push_frame(LLMFullResponseStartFrame())
+                for word in words.split():
+                    await self.push_frame(LLMTextFrame(word + " "))
+                await self.push_frame(LLMFullResponseEndFrame())
+
+    observer, events = await observed()
+    spoken = Pipeline([LLMStandIn(), SpokenReplyProcessor(persona_name="Ava", max_tokens=90)])
+    down, _ = await run_test(
+        spoken,
+        frames_to_send=[
+            UserStartedSpeakingFrame(),
+            TranscriptionFrame("Was he amiable?", "user", "now"),
+            UserStoppedSpeakingFrame(),
+        ],
+        observers=[observer],
+    )
+    said = "".join(f.text for f in down if isinstance(f, LLMTextFrame))
+    assert said.strip() == words
+    assert [t.reply for t in observer.turns] == [words]
