@@ -56,6 +56,7 @@ _HEADING_AT_START = re.compile(r"^[ \t]*#{1,6}[ \t]*")
 _EMPHASIS = re.compile(r"\*{1,3}|_{2,3}|`+")
 # A fenced code block is not read aloud: dropped whole (an unclosed one is held until it closes).
 _CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_LEAD_IN_TO_CODE = re.compile(r"[ \t]*:[ \t]*\n*[ \t]*```.*?```", re.DOTALL)
 # A line so far that may still turn out to start with a list marker or a heading.
 _MARKER_PREFIX = re.compile(r"[ \t]*(?:[-*+•]|#{1,6}|\d{1,2}[.)]?)?[ \t]*")
 
@@ -72,7 +73,9 @@ def clean_markup(text: str, *, at_line_start: bool = True) -> str:
         at_line_start: Whether ``text`` starts at the start of a line (so a
             marker there is a list marker).
     """
-    text = _CODE_BLOCK.sub("", _EMOJI.sub("", text))
+    # A colon that introduced a code block ends its sentence ("Here it is:" + code -> "Here it is.").
+    text = _LEAD_IN_TO_CODE.sub(".", _EMOJI.sub("", text))
+    text = _CODE_BLOCK.sub("", text)
     text = _HEADING.sub("\n", text)
     text = _LIST_MARKER.sub("\n", text)
     if at_line_start:
@@ -89,7 +92,7 @@ def _open_code_fence(text: str) -> int | None:
     """Where an unclosed ``` code fence starts in ``text`` (or a ` run that may become one), if any."""
     if text.count("```") % 2:
         return text.rfind("```")
-    trailing = re.search(r"`{1,2}\Z", text)
+    trailing = re.search(r"(?<!`)`{1,2}\Z", text)  # a closing ``` is whole: not held
     return trailing.start() if trailing else None
 
 

@@ -6,7 +6,6 @@ Each test runs on SQLite and on the real PostgreSQL the API tests start.
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from api import create_app
 from bench.devroom_client import DevRoomClient
 from tests.api.conftest import AUTH, WebhookReceiver, api_settings, serve_api
 from tests.fake_openai import FakeChatServer, ToolCall
+from tests.voices import VOICES, spoken, write_wav
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +29,13 @@ CONTEXT = "The user is visiting for one day."
 
 @pytest.fixture(scope="module")
 def spoken_question(tmp_path_factory) -> Path:
-    """The question recorded by another voice than the bot's (espeak-ng)."""
-    assert shutil.which("espeak-ng"), "espeak-ng is installed by scripts/setup.sh"
+    """The question in another voice than the bot's: festival's HTS voice.
+
+    Whisper base heard espeak-ng's "What should I eat in Lisbon?" as "at
+    shonaidin lisman" in a recording, with no word of the question left.
+    """
     path = tmp_path_factory.mktemp("question") / "question.wav"
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), QUESTION], check=True)
-    return path
+    return write_wav(path, spoken([QUESTION], VOICES["festival-slt-hts"], pause_secs=0.0))
 
 
 async def _until(check, timeout_s: float) -> None:

@@ -110,7 +110,7 @@ def test_code_is_never_read_aloud():
     text = "Sure! Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\nCall it with two numbers."
     result = spoken(text)
     assert "def" not in result and "return" not in result and "python" not in result, result
-    assert result == "Sure! Here it is: Call it with two numbers."
+    assert result == "Sure! Here it is. Call it with two numbers."
     # A block the token budget cut off is dropped too.
     assert spoken("Sure. ```python\ndef add(a, b):\n    return") == "Sure."
 
@@ -147,6 +147,22 @@ def test_a_lead_in_to_code_is_closed_not_left_on_its_colon():
     assert spoken(text, max_tokens=90) == "Here's a Python function to sort a list."
     # What the colon introduces is spoken when it is speech.
     assert spoken("My tip: take tram 28 early.", max_tokens=90) == "My tip: take tram 28 early."
+
+
+def test_a_colon_before_code_ends_its_sentence_when_speech_follows_the_code():
+    """Seen in CI (max persona, 70-token budget): the code went, both colons stayed and nothing ended."""
+    text = (
+        "Sure, here's a Python function to add two numbers:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+        "You can use this function by calling it with two numbers as arguments, like this:\n```python\nresult = add("
+    )
+    # The budget ran out inside the second block: its lead-in is unfinished, and dropped.
+    budget = len(tokens(text))
+    assert spoken(text, max_tokens=budget) == "Sure, here's a Python function to add two numbers."
+    closed = text + "2, 3)\n```\nIt returns five."
+    assert spoken(closed, max_tokens=90) == (
+        "Sure, here's a Python function to add two numbers. "
+        "You can use this function by calling it with two numbers as arguments, like this. It returns five."
+    )
 
 
 async def test_the_processor_shapes_llm_text_and_passes_other_frames():
