@@ -71,6 +71,7 @@ from loguru import logger
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bot.jitter_buffers import shorten_audio_jitter_buffers
+from bot.video_encoder import use_replica_video_encoder
 
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.request_handler import (
@@ -456,6 +457,7 @@ class DevRoom:
     async def _start_bot(self, connection: SmallWebRTCConnection) -> None:
         if self._audio_jitter_prefetch is not None:
             shorten_audio_jitter_buffers(connection.pc, prefetch=self._audio_jitter_prefetch)
+        use_replica_video_encoder(connection.pc)
         pc_id = connection.pc_id
 
         async def on_gone(reason: str) -> None:

@@ -257,6 +257,7 @@ class ToneBotSessions:
     disconnected: list[str] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     bots: dict[str, ToneReplyBot] = field(default_factory=dict)
+    connections: dict[str, SmallWebRTCConnection] = field(default_factory=dict)
 
 
 def make_tone_bot(sessions: ToneBotSessions, *, ask_for_camera: bool = True) -> OnConnection:
@@ -289,6 +290,7 @@ def make_tone_bot(sessions: ToneBotSessions, *, ask_for_camera: bool = True) -> 
         )
         bot = ToneReplyBot()
         sessions.bots[pc_id] = bot
+        sessions.connections[pc_id] = connection
         worker = PipelineWorker(
             Pipeline([transport.input(), bot, transport.output()]), idle_timeout_secs=None
         )

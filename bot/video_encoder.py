@@ -1,0 +1,107 @@
+"""The replica's VP8 encoder for WebRTC peers: half the CPU of aiortc's, a sharper picture.
+
+aiortc encodes every outgoing video frame with libvpx set for a camera:
+temporal noise reduction on (``noise-sensitivity=4``) and ``cpu-used=-6``.
+The replica is rendered, not filmed: there is no sensor noise to remove, and
+the denoiser only blurs it. On the dev room's 2-core machine that encoder was
+the largest part of what a listening call cost the bot (py-spy: about a third
+of its busy time, at 25 frames a second). ``bench/video_encode.py`` measures
+both encoders on rendered replica frames in the same run.
+
+aiortc offers no setting for this: ``use_replica_video_encoder`` gives a
+peer connection's video sender this encoder before its first frame, when the
+call negotiated VP8 (an H.264 call keeps aiortc's encoder).
+"""
+
+from __future__ import annotations
+
+import os
+
+from aiortc import RTCPeerConnection
+from aiortc.codecs.vpx import Vp8Encoder, number_of_threads
+from av import CodecContext
+from av.frame import Frame
+from loguru import logger
+
+# aiortc's own VP8 settings (aiortc/codecs/vpx.py), except the two below.
+_AIORTC_OPTIONS = {
+    "deadline": "realtime",
+    "lag-in-frames": "0",
+    "overshoot-pct": "15",
+    "partitions": "0",
+    "static-thresh": "1",
+    "undershoot-pct": "100",
+}
+REPLICA_OPTIONS = {
+    "noise-sensitivity": "0",  # nothing to denoise in a rendered face
+    "cpu-used": "-12",  # faster search; on replica frames as sharp as aiortc's -6 without the denoiser
+}
+
+
+class ReplicaVp8Encoder(Vp8Encoder):
+    """aiortc's VP8 encoder with libvpx set for rendered video.
+
+    It opens the libvpx context itself whenever aiortc would (first frame, a
+    new size, the target bitrate moved by over 10 %), with the same rate
+    control, so aiortc's ``encode`` finds it ready and keeps it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tuned_codec = None  # the libvpx context this encoder opened last
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        """Encode one frame, as aiortc's encoder does."""
+        if self._needs_codec(frame):
+            self.codec = self.tuned_codec = self._open_codec(frame.width, frame.height)
+        return super().encode(frame, force_keyframe)
+
+    def _needs_codec(self, frame: Frame) -> bool:
+        codec = self.codec
+        return (
+            codec is None
+            or frame.width != codec.width
+            or frame.height != codec.height
+            or abs(self.target_bitrate - codec.bit_rate) / codec.bit_rate > 0.1
+        )
+
+    def _open_codec(self, width: int, height: int):
+        bitrate = self.target_bitrate
+        codec = CodecContext.create("libvpx", "w")
+        codec.width, codec.height = width, height
+        codec.bit_rate = bitrate
+        codec.pix_fmt = "yuv420p"
+        codec.gop_size = 3000
+        codec.qmin, codec.qmax = 2, 56
+        codec.options = {
+            **_AIORTC_OPTIONS,
+            "bufsize": str(bitrate),
+            # minrate = maxrate = bit_rate: constant bitrate, as aiortc's.
+            "minrate": str(bitrate),
+            "maxrate": str(bitrate),
+            **REPLICA_OPTIONS,
+        }
+        codec.thread_count = number_of_threads(width * height, os.cpu_count() or 1)
+        return codec
+
+
+def use_replica_video_encoder(pc: RTCPeerConnection) -> bool:
+    """Give ``pc``'s VP8 video sender a ``ReplicaVp8Encoder``; True if it did.
+
+    Call it once the offer is answered and before the first video frame is
+    sent. A sender that already encodes, or a call on another codec, is left
+    as it is.
+    """
+    replaced = False
+    for transceiver in pc.getTransceivers():
+        codecs = transceiver._codecs
+        if transceiver.kind != "video" or not codecs or codecs[0].mimeType.lower() != "video/vp8":
+            continue
+        sender = transceiver.sender
+        if getattr(sender, "_RTCRtpSender__encoder", None) is not None:
+            continue
+        sender._RTCRtpSender__encoder = ReplicaVp8Encoder()
+        replaced = True
+    if not replaced:
+        logger.debug(f"{pc}: no VP8 video sender to tune; aiortc's encoder stays")
+    return replaced
