@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, VpxPayloadDescriptor  # noqa: E402
 from aiortc.jitterbuffer import JitterFrame  # noqa: E402
 
-from bot.video_encoder import ReplicaVp8Encoder  # noqa: E402
+from bot.webrtc_video import ReplicaVp8Encoder  # noqa: E402
 from processors.llm.llama_server import cpu_summary  # noqa: E402
 
 FPS = 25

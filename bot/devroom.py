@@ -71,7 +71,7 @@ from loguru import logger
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bot.jitter_buffers import shorten_audio_jitter_buffers
-from bot.video_encoder import use_replica_video_encoder
+from bot.webrtc_video import use_replica_video_encoder
 
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.request_handler import (

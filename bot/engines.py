@@ -130,11 +130,13 @@ def refused_fields(persona: Persona) -> list[str]:
         )
     replica = layers.replica
     if replica.replica_engine == "off":
-        for name in ("replica_id", "width", "height", "fps"):
+        for name in ("replica_id", "width", "height", "fps", "idle_fps"):
             if name in replica.model_fields_set:
                 refused.append(f"layers.replica.{name}: replica_engine='off' shows no face")
     if replica.replica_engine == "tavus" and "fps" in replica.model_fields_set and replica.fps != TAVUS_FPS:
         refused.append(f"layers.replica.fps={replica.fps}: Tavus sends {TAVUS_FPS} fps")
+    if replica.replica_engine == "tavus" and "idle_fps" in replica.model_fields_set:
+        refused.append(f"layers.replica.idle_fps={replica.idle_fps}: Tavus sends {TAVUS_FPS} fps, listening or not")
     return refused
 
 

@@ -165,7 +165,9 @@ def build_replica(persona: Persona, settings: Settings) -> FrameProcessor | None
     assets = load_replica(persona.replica_id, settings.cvi_replicas_dir)
     return ReplicaRendererProcessor(
         replica=assets,
-        params=ReplicaRendererParams(width=replica.width, height=replica.height, fps=replica.fps),
+        params=ReplicaRendererParams(
+            width=replica.width, height=replica.height, fps=replica.fps, idle_fps=replica.listening_fps
+        ),
     )
 
 

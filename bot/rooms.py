@@ -84,6 +84,7 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
     from bot.perception import camera_request_for
+    from bot.webrtc_video import stamp_video_by_the_clock
 
     persona = load_persona(persona_name)
     check_persona(persona, settings, name=persona_name)
@@ -92,6 +93,14 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(persona))
         )
+
+        @transport.event_handler("on_client_connected")
+        async def stamp_replica_video(transport, _connection) -> None:
+            # The video track exists from here (pipecat makes it as the peer connects).
+            track = transport._client._video_output_track
+            if track is not None:
+                stamp_video_by_the_clock(track)
+
         request = camera_request_for(persona)
         if request is not None:
             # The page sends no camera until asked, and then at the rate and size perception wants.

@@ -10,7 +10,7 @@ valid ones.
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Sensitivity = Literal["low", "medium", "high"]
 
@@ -112,14 +112,35 @@ class TTSLayer(_Layer):
     tts_emotion_control: bool = False
 
 
+# The local replica's frame rate while it listens, unless a persona sets its own.
+DEFAULT_IDLE_FPS = 12
+
+
 class ReplicaLayer(_Layer):
-    """The face: our CPU renderer on a stock replica, Tavus, or none."""
+    """The face: our CPU renderer on a stock replica, Tavus, or none.
+
+    ``fps`` is the local replica's frame rate while it speaks, ``idle_fps``
+    while it listens (breathing and blinks need fewer frames than lips; the
+    CPU left goes to the LLM writing the reply). Tavus sends its own rate.
+    """
 
     replica_engine: Literal["local", "tavus", "off"] = "local"
     replica_id: str | None = None
     width: int = Field(default=512, ge=64, le=1920)
     height: int = Field(default=512, ge=64, le=1920)
     fps: int = Field(default=25, ge=1, le=60)
+    idle_fps: int | None = Field(default=None, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _idle_rate_at_most_speaking_rate(self) -> "ReplicaLayer":
+        if self.idle_fps is not None and self.idle_fps > self.fps:
+            raise ValueError(f"idle_fps={self.idle_fps} must be at most fps={self.fps}")
+        return self
+
+    @property
+    def listening_fps(self) -> int:
+        """The frame rate while the replica listens: ``idle_fps``, else 12 (or ``fps`` if lower)."""
+        return self.idle_fps if self.idle_fps is not None else min(DEFAULT_IDLE_FPS, self.fps)
 
 
 class Layers(_Layer):

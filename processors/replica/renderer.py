@@ -5,7 +5,11 @@ Pipeline position::
     ... -> TTS service -> ReplicaRendererProcessor -> transport.output()
 
 It passes the TTS audio on unchanged and pushes an ``OutputImageRawFrame``
-every ``1 / fps`` seconds, always, also while the replica listens.
+every ``1 / fps`` seconds while the replica speaks, and every ``1 / idle_fps``
+seconds while it listens (breathing, blinks and gaze need fewer frames than
+lips, and on two cores the CPU they leave goes to the LLM writing the reply).
+Speech that arrives wakes the loop at once: the first syllable is drawn at
+the full rate.
 
 Sync: the output transport plays audio in real time, chunk after chunk, so
 audio handed downstream at time ``t`` is heard when the audio queued before
@@ -24,6 +28,7 @@ its own rate, which also works but may drop or repeat frames.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -48,13 +53,18 @@ from processors.replica.face import FaceRig, IdleMotion
 from processors.replica.speech_track import SpeechTrack
 
 
+# After speech ends, the full rate holds this long: the lips close smoothly.
+LIPS_SETTLE_S = 0.4
+
+
 class ReplicaRendererParams(BaseModel):
     """Options of :class:`ReplicaRendererProcessor`.
 
     Parameters:
         width: Frame width in pixels.
         height: Frame height in pixels.
-        fps: Frames per second, pushed steadily.
+        fps: Frames per second while the replica speaks.
+        idle_fps: Frames per second while it listens (None: ``fps`` always).
         audio_latency_secs: Extra time from handing audio downstream to it
             being heard, if the transport adds buffering the video lacks.
         render_in_thread: Render each frame in a worker thread so the event
@@ -65,6 +75,7 @@ class ReplicaRendererParams(BaseModel):
     width: int = Field(default=512, ge=64, le=2048)
     height: int = Field(default=512, ge=64, le=2048)
     fps: int = Field(default=25, ge=1, le=60)
+    idle_fps: int | None = Field(default=None, ge=1, le=60)
     audio_latency_secs: float = Field(default=0.0, ge=0.0, le=2.0)
     render_in_thread: bool = True
     seed: int = 0
@@ -100,6 +111,7 @@ class ReplicaRendererProcessor(FrameProcessor):
         self._idle = IdleMotion(seed=self._params.seed)
         self._track = SpeechTrack(latency_s=self._params.audio_latency_secs)
         self._video_task: asyncio.Task | None = None
+        self._speech_arrived = asyncio.Event()
         self._origin = 0.0
         self.frames_rendered = 0
 
@@ -122,6 +134,7 @@ class ReplicaRendererProcessor(FrameProcessor):
             self._track.add_phonemes(frame.phonemes, frame.sample_rate)
         elif isinstance(frame, TTSAudioRawFrame):
             self._track.add_audio(frame.audio, frame.sample_rate, frame.num_channels, self._clock())
+            self._speech_arrived.set()
             await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
             self._track.clear()
@@ -161,25 +174,38 @@ class ReplicaRendererProcessor(FrameProcessor):
             await self.cancel_task(self._video_task)
             self._video_task = None
 
+    def _speaking_around(self, at: float) -> bool:
+        """Whether speech plays at ``at``, is queued after it, or ended under ``LIPS_SETTLE_S`` before."""
+        return self._track.playback_end > at - LIPS_SETTLE_S
+
     async def _video_loop(self) -> None:
-        period = 1.0 / self._params.fps
+        fast = 1.0 / self._params.fps
+        slow = 1.0 / (self._params.idle_fps or self._params.fps)
         size = (self._params.width, self._params.height)
-        start = self._clock()
-        self._origin = start
-        index = 0
+        target = self._clock()
+        self._origin = target
         while True:
-            target = start + index * period
+            # Cleared before the rate is chosen: speech that arrives from now on wakes the wait.
+            self._speech_arrived.clear()
+            period = fast if self._speaking_around(target) else slow
             delay = target - self._clock()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if period > fast:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._speech_arrived.wait(), delay)
+                    now = self._clock()
+                    if now < target:  # speech arrived: draw it now, at the full rate
+                        target, period = now, fast
+                else:
+                    await asyncio.sleep(delay)
             elif delay < -5 * period:
-                # Far behind (the machine stalled): skip to the current slot.
-                skipped = int(-delay / period)
-                logger.warning(f"{self}: rendering fell {-delay:.3f}s behind; skipping {skipped} frames")
-                index += skipped
-                target = start + index * period
-            # The frame is on screen for one period: show the audio at its middle.
-            shown = target + period / 2
+                # Far behind (the machine stalled): skip to now.
+                logger.warning(f"{self}: rendering fell {-delay:.3f}s behind; skipping {int(-delay / period)} frames")
+                target = self._clock()
+            # A speaking frame is on screen for one period: it shows the audio at
+            # its middle. (A listening one shows its own time: speech that wakes
+            # the loop is then never drawn earlier than the frame before.)
+            shown = target + (period / 2 if period == fast else 0.0)
             shape, loudness = self._track.shape_at(shown)
             speaking = self._track.is_speaking(shown)
             pose = self._idle.pose_at(shown - self._origin, shape, loudness)
@@ -192,4 +218,4 @@ class ReplicaRendererProcessor(FrameProcessor):
             frame.metadata["replica_speaking"] = speaking
             await self.push_frame(frame)
             self.frames_rendered += 1
-            index += 1
+            target += period

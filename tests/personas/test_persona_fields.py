@@ -368,6 +368,22 @@ def check_fps():
     refused(persona(replica={"replica_engine": "off", "fps": 30}), "layers.replica.fps")
 
 
+def check_idle_fps():
+    from bot.pipeline import build_replica
+
+    def listening_rate(**replica: Any) -> int | None:
+        return build_replica(persona(replica={"replica_id": "ada", **replica}), KEYS)._params.idle_fps
+
+    assert listening_rate() == 12
+    assert listening_rate(idle_fps=5) == 5
+    assert listening_rate(fps=10) == 10  # never above the speaking rate
+    with pytest.raises(ValidationError, match="idle_fps=30 must be at most fps=25"):
+        persona(replica={"idle_fps": 30})
+    tavus = {"replica_engine": "tavus", "replica_id": "r1"}
+    refused(persona(replica={**tavus, "idle_fps": 10}), "layers.replica.idle_fps=10")
+    refused(persona(replica={"replica_engine": "off", "idle_fps": 10}), "layers.replica.idle_fps")
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "persona_name": check_persona_name,
     "system_prompt": check_system_prompt,
@@ -410,6 +426,7 @@ CHECKS: dict[str, Callable[[], None]] = {
     "layers.replica.width": size_check("width", 640, "video_out_width"),
     "layers.replica.height": size_check("height", 360, "video_out_height"),
     "layers.replica.fps": check_fps,
+    "layers.replica.idle_fps": check_idle_fps,
 }
 
 

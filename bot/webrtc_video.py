@@ -1,23 +1,35 @@
-"""The replica's VP8 encoder for WebRTC peers: half the CPU of aiortc's, a sharper picture.
+"""The replica's video on a WebRTC peer: an encoder set for rendered frames, and true timestamps.
 
-aiortc encodes every outgoing video frame with libvpx set for a camera:
-temporal noise reduction on (``noise-sensitivity=4``) and ``cpu-used=-6``.
-The replica is rendered, not filmed: there is no sensor noise to remove, and
-the denoiser only blurs it. On the dev room's 2-core machine that encoder was
-the largest part of what a listening call cost the bot (py-spy: about a third
-of its busy time, at 25 frames a second). ``bench/video_encode.py`` measures
-both encoders on rendered replica frames in the same run.
+**Encoder.** aiortc encodes every outgoing video frame with libvpx set for a
+camera: temporal noise reduction on (``noise-sensitivity=4``) and
+``cpu-used=-6``. The replica is rendered, not filmed: there is no sensor
+noise to remove, and the denoiser only blurs it. On the dev room's 2-core
+machine that encoder was the largest part of what a listening call cost the
+bot (py-spy: about a third of its busy time, at 25 frames a second).
+``bench/video_encode.py`` measures both encoders on rendered replica frames
+in the same run. aiortc offers no setting for this:
+``use_replica_video_encoder`` gives a peer connection's video sender this
+encoder before its first frame, when the call negotiated VP8 (an H.264 call
+keeps aiortc's encoder).
 
-aiortc offers no setting for this: ``use_replica_video_encoder`` gives a
-peer connection's video sender this encoder before its first frame, when the
-call negotiated VP8 (an H.264 call keeps aiortc's encoder).
+**Timestamps.** aiortc's video track stamps each frame 1/30 s after the one
+before, whatever the real rate. The renderer sends 25 frames a second while
+the replica speaks and 12 while it listens, so those stamps ran slower than
+the clock, and the browser, which plays a peer's audio in step with its
+video, held the replica's voice back to match: Chrome's audio jitter buffer
+held about 400 ms on average in a listening call (about 30 ms with a steady
+25 frames, and again with these stamps). ``stamp_video_by_the_clock`` stamps
+each frame with the time it is sent.
 """
 
 from __future__ import annotations
 
 import os
+import time
+import types
 
 from aiortc import RTCPeerConnection
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack
 from aiortc.codecs.vpx import Vp8Encoder, number_of_threads
 from av import CodecContext
 from av.frame import Frame
@@ -105,3 +117,23 @@ def use_replica_video_encoder(pc: RTCPeerConnection) -> bool:
     if not replaced:
         logger.debug(f"{pc}: no VP8 video sender to tune; aiortc's encoder stays")
     return replaced
+
+
+async def _timestamp_now(track: MediaStreamTrack) -> tuple[int, object]:
+    """``next_timestamp`` for a track whose frames are sent when they are due: the time now."""
+    if track.readyState != "live":
+        raise MediaStreamError
+    now = time.monotonic()
+    if track._clock_start is None:
+        track._clock_start = now
+    pts = int((now - track._clock_start) * VIDEO_CLOCK_RATE)
+    pts = max(pts, track._clock_last_pts + 1)  # never the same stamp twice
+    track._clock_last_pts = pts
+    return pts, VIDEO_TIME_BASE
+
+
+def stamp_video_by_the_clock(track: MediaStreamTrack) -> None:
+    """Make ``track`` (an aiortc video track whose ``recv`` uses ``next_timestamp``) stamp frames with the time they are sent."""
+    track._clock_start = None
+    track._clock_last_pts = -1
+    track.next_timestamp = types.MethodType(_timestamp_now, track)

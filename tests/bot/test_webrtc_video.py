@@ -14,7 +14,7 @@ from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
 
 from bench.devroom_client import DevRoomClient
-from bot.video_encoder import ReplicaVp8Encoder
+from bot.webrtc_video import ReplicaVp8Encoder
 from tests.bot.conftest import ToneBotSessions
 
 pytestmark = pytest.mark.integration
@@ -76,3 +76,24 @@ async def test_a_dev_room_peer_gets_the_replica_encoder_on_its_video(devroom_url
         (connection,) = tone_bot_sessions.connections.values()
         (video,) = [t for t in connection.pc.getTransceivers() if t.kind == "video"]
         assert isinstance(video.sender._RTCRtpSender__encoder, ReplicaVp8Encoder)
+
+
+async def test_replica_video_is_stamped_with_the_time_it_is_sent():
+    """At 10 frames a second the stamps advance 0.1 s a frame (aiortc's own advance 1/30 s, whatever the rate)."""
+    import asyncio
+
+    from pipecat.frames.frames import OutputImageRawFrame
+    from pipecat.transports.smallwebrtc.transport import RawVideoTrack
+
+    from bot.webrtc_video import stamp_video_by_the_clock
+
+    track = RawVideoTrack(width=64, height=64)
+    stamp_video_by_the_clock(track)
+    stamps = []
+    for _ in range(8):
+        track.add_video_frame(OutputImageRawFrame(image=bytes(64 * 64 * 3), size=(64, 64), format="RGB"))
+        frame = await track.recv()
+        stamps.append(float(frame.pts * frame.time_base))
+        await asyncio.sleep(0.1)
+    steps = np.diff(stamps)
+    assert np.all(steps > 0) and np.median(steps) == pytest.approx(0.1, abs=0.02), steps
