@@ -28,7 +28,6 @@ its own rate, which also works but may drop or repeat frames.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -182,20 +181,32 @@ class ReplicaRendererProcessor(FrameProcessor):
         fast = 1.0 / self._params.fps
         slow = 1.0 / (self._params.idle_fps or self._params.fps)
         size = (self._params.width, self._params.height)
-        target = self._clock()
-        self._origin = target
+        self._origin = self._clock()
+        last: float | None = None  # when the frame before was due
+        woken = False
         while True:
             # Cleared before the rate is chosen: speech that arrives from now on wakes the wait.
             self._speech_arrived.clear()
-            period = fast if self._speaking_around(target) else slow
-            delay = target - self._clock()
+            now = self._clock()
+            if last is None:
+                target, period = now, fast
+            else:
+                # Speech queued while the last frame was drawn counts too: its
+                # first frame follows one fast period after the last, not one slow.
+                period = fast if self._speaking_around(last + fast) else slow
+                target = last + period
+                if woken:
+                    target = max(target, now)
+            woken = False
+            delay = target - now
             if delay > 0:
                 if period > fast:
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         await asyncio.wait_for(self._speech_arrived.wait(), delay)
-                    now = self._clock()
-                    if now < target:  # speech arrived: draw it now, at the full rate
-                        target, period = now, fast
+                        woken = True
+                        continue  # speech arrived: choose the rate again, now
+                    except TimeoutError:
+                        pass
                 else:
                     await asyncio.sleep(delay)
             elif delay < -5 * period:
@@ -218,4 +229,4 @@ class ReplicaRendererProcessor(FrameProcessor):
             frame.metadata["replica_speaking"] = speaking
             await self.push_frame(frame)
             self.frames_rendered += 1
-            target += period
+            last = target
