@@ -229,6 +229,12 @@ class TurnObserver(BaseObserver):
             self._transcript_at = now
             text = " ".join(t for t in self._user_text if t)
             await self._emit("conversation.utterance", {"role": "user", "speech": text, "final": False})
+        elif isinstance(frame, TTSSpeakFrame):
+            # Words said as given (the greeting, conversation.echo): a line of their own.
+            await self._emit_reply()
+            self._reply_text = [frame.text]
+            self._reply_complete = True
+            self._reply_interrupted = False
         elif isinstance(frame, LLMFullResponseStartFrame):
             if self._turn is None or "llm_first_token" in self._turn.marks:
                 self._new_turn()

@@ -91,6 +91,24 @@ async def test_a_reply_cut_short_is_shown_once_and_the_next_reply_gets_its_own_l
     assert replica_lines(events) == ["Lisbon has seven hills, and", "Sure, the castle it is."]
 
 
+async def test_the_greeting_gets_its_line_and_the_first_reply_its_own():
+    from pipecat.frames.frames import TTSSpeakFrame
+
+    observer, events = await observed()
+    await push(
+        observer,
+        TTSSpeakFrame("Hi, I'm Ava, your Lisbon guide."),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+        LLMFullResponseStartFrame(),
+        LLMTextFrame("Try the custard tarts in Belem."),
+        LLMFullResponseEndFrame(),
+        BotStartedSpeakingFrame(),
+        BotStoppedSpeakingFrame(),
+    )
+    assert replica_lines(events) == ["Hi, I'm Ava, your Lisbon guide.", "Try the custard tarts in Belem."]
+
+
 async def test_a_reply_whose_end_is_never_seen_still_gets_its_line_once_the_voice_stops(monkeypatch):
     """As in the browser bench: no LLMFullResponseEndFrame reached the observer, so the line waited for the next reply."""
     import asyncio
