@@ -10,6 +10,10 @@
   one STT stream, so two people are heard as the room hears them and the
   transcript's ``role`` is ``user`` for either; per-participant tracks are
   never interleaved into one recognizer.
+- **Whom it sees**: with perception on, one person's camera (and screen
+  share), the first human to join, sampled at the persona's rate; when they
+  leave, the next person still in the room. Several cameras are never mixed
+  into one set of cues.
 - **App messages** are carried out only when their sender is one of the
   people it serves; anyone else's (another bot, a REST-API message, someone
   who has left) are ignored and logged.
@@ -30,7 +34,14 @@ from typing import Any
 from loguru import logger
 
 from bot.engines import EmbeddedModels, check_persona
-from bot.pipeline import KEY_REJECTED_PREFIX, Conversation, ConversationBot, transport_media_params
+from bot.perception import SCREEN_FRAMERATE
+from bot.pipeline import (
+    KEY_REJECTED_PREFIX,
+    Conversation,
+    ConversationBot,
+    camera_in_framerate,
+    transport_media_params,
+)
 from bot.settings import Settings
 from personas import load_persona
 
@@ -107,6 +118,10 @@ class DailyRoom:
         self._ending = False
         self._presence_timer: asyncio.Task | None = None
         self._duration_timer: asyncio.Task | None = None
+        # The person whose camera perception samples (None: perception off, or nobody yet).
+        self.watched: str | None = None
+        self._arrivals: list[str] = []
+        self._camera_fps = camera_in_framerate(bot.conversation.persona)
 
         transport.event_handler("on_joined")(self._on_joined)
         transport.event_handler("on_error")(self._on_error)
@@ -194,6 +209,8 @@ class DailyRoom:
             logger.info(f"{self._bot}: participant {pid} is a bot; not served")
             return
         self.humans.add(pid)
+        self._arrivals.append(pid)
+        await self._watch_someone()
         # Whoever joins learns the replica is there (it sent this to nobody when it joined an empty room).
         await self._send_system("system.replica_joined", {"replica_id": self._bot.conversation.persona.replica_id})
         if self._presence_timer is not None:
@@ -210,10 +227,24 @@ class DailyRoom:
         if pid not in self.humans:
             return
         self.humans.discard(pid)
+        self._arrivals = [p for p in self._arrivals if p != pid]
+        if pid == self.watched:
+            self.watched = None
+            await self._watch_someone()
         if not self.humans and not self._ending:
             seconds = self._timeouts.participant_left_timeout
             logger.info(f"{self._bot}: the last person left; ending in {seconds:g} s unless someone joins")
             self._start_presence_timer(seconds, "participant_left_timeout reached")
+
+    async def _watch_someone(self) -> None:
+        """With perception on and nobody watched, capture the camera and screen of a person in the room."""
+        if self._camera_fps is None or self.watched is not None or not self.humans or self._ending:
+            return
+        pid = next(p for p in self._arrivals if p in self.humans)
+        self.watched = pid
+        logger.info(f"{self._bot}: perception watches {pid}'s camera at {self._camera_fps} fps")
+        await self._transport.capture_participant_video(pid, self._camera_fps, "camera")
+        await self._transport.capture_participant_video(pid, SCREEN_FRAMERATE, "screenVideo")
 
     async def _on_app_message(self, _transport, message: Any, sender: str) -> None:
         if sender not in self.humans:
@@ -225,11 +256,15 @@ class DailyRoom:
 def build_daily_transport(persona, *, room_url: str, token: str | None):
     """A Daily transport for this persona's media (the bot joins when the pipeline starts).
 
-    The room's audio arrives mixed (one stream for everyone): see the module docstring.
+    The room's audio arrives mixed (one stream for everyone): see the module
+    docstring. With perception on, video in is enabled but nobody's camera is
+    captured on joining: :class:`DailyRoom` captures one person's.
     """
     from pipecat.transports.daily.transport import DailyParams, DailyTransport
 
     params = transport_media_params(persona, video_in=False)
+    if camera_in_framerate(persona) is not None:
+        params["video_in_enabled"] = True
     return DailyTransport(
         room_url, token, persona.persona_name, DailyParams(audio_in_user_tracks=False, **params)
     )

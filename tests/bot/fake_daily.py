@@ -58,7 +58,7 @@ class FakeCallClient:
         self.sent: list[tuple[Any, str | None]] = []
         self.remote: dict[str, dict[str, Any]] = {}
         self.audio_renderers: dict[str, Callable] = {}
-        self.video_renderers: dict[str, tuple[Callable, str]] = {}
+        self.video_renderers: dict[tuple[str, str], Callable] = {}
         self.backend.clients.append(self)
 
     # --- the CallClient API pipecat uses --------------------------------------
@@ -119,7 +119,7 @@ class FakeCallClient:
         self.audio_renderers[participant_id] = callback
 
     def set_video_renderer(self, participant_id: str, callback: Callable, video_source: str = "camera", **_: Any) -> None:
-        self.video_renderers[participant_id] = (callback, video_source)
+        self.video_renderers[(participant_id, video_source)] = callback
 
     # --- what people in the room do (delivered from another thread) -----------
     def _emit_threaded(self, method: str, *args: Any) -> None:
@@ -147,10 +147,13 @@ class FakeCallClient:
         """The bot is ejected, or the meeting ends: daily-python reports the call state 'left'."""
         await self.emit("on_call_state_updated", "left")
 
-    def send_video(self, participant_id: str, frame: Any) -> None:
-        """A video frame from ``participant_id`` (call from a thread other than the event loop's)."""
-        callback, source = self.video_renderers[participant_id]
-        callback(participant_id, frame, source)
+    def send_video(self, participant_id: str, frame: Any, source: str = "camera") -> None:
+        """A video frame from ``participant_id``'s ``source`` (call from a thread other than the event loop's)."""
+        self.video_renderers[(participant_id, source)](participant_id, frame, source)
+
+    def captured_video(self) -> set[tuple[str, str]]:
+        """(participant, source) of every video the bot subscribed to."""
+        return set(self.video_renderers)
 
     def events_sent(self) -> list[str]:
         """The event_type of every app message the bot sent into the room."""

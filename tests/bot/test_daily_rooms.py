@@ -14,7 +14,7 @@ import pytest
 from bot.daily import DailyJoinError, RoomTimeouts, build_daily_transport, join_error_cause, run_daily_bot
 from bot.engines import EmbeddedModels
 from bot.pipeline import Conversation, ConversationBot
-from personas.model import Layers, Persona, ReplicaLayer, TTSLayer
+from personas.model import Layers, PerceptionLayer, Persona, ReplicaLayer, TTSLayer
 from tests.bot.fake_daily import FakeDaily, FakeDailyRest
 
 pytestmark = pytest.mark.integration
@@ -382,3 +382,78 @@ def test_which_errors_say_a_key_was_rejected(error, rejected):
     from bot.pipeline import key_rejection
 
     assert bool(key_rejection(ErrorFrame(error=error))) is rejected
+
+
+# --------------------------------------------------------------------------- perception in a Daily room
+
+WATCHER = Persona(
+    persona_name="Watcher test",
+    system_prompt="unused in echo mode",
+    pipeline_mode="echo",
+    layers=Layers(
+        perception=PerceptionLayer(perception_model="landmarks", fps=2),
+        tts=TTSLayer(tts_engine="piper"),
+        replica=ReplicaLayer(replica_engine="off"),
+    ),
+)
+
+
+class _VideoFrame:
+    """What daily-python hands a video renderer."""
+
+    def __init__(self, rgb):
+        self.buffer = rgb.tobytes()
+        self.height, self.width = rgb.shape[:2]
+        self.color_format = "RGB"
+
+
+@pytest.mark.models
+async def test_perception_watches_one_persons_camera_and_the_next_when_they_leave(start_call):
+    """With perception on, the bot captures the first person's camera and screen (not a bot's, not everyone's),
+    reads a real face from it into cues sent to the room, and watches the next person when the first leaves."""
+    import cv2
+
+    from tests import face_images
+
+    call = await start_call(WATCHER, participant_left_timeout=5)
+    await call.joined()
+    client = call.client
+    await client.person_joins("helper-bot", "Notetaker", bot=True)
+    await client.person_joins("alice", "Alice")
+    await client.person_joins("bob", "Bob")
+    await until(lambda: ("alice", "camera") in client.captured_video(), 10)
+    assert client.captured_video() == {("alice", "camera"), ("alice", "screenVideo")}
+
+    face = _VideoFrame(cv2.resize(face_images.astronaut(), (320, 320)))
+
+    def alice_sends(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            client.send_video("alice", face)
+            time.sleep(0.1)
+
+    def cue_lines() -> list[str]:
+        return [
+            (m.get("properties") or {}).get("line") or ""
+            for m, _ in client.sent
+            if isinstance(m, dict) and m.get("event_type") == "conversation.perception_cues"
+        ]
+
+    sender = asyncio.create_task(asyncio.to_thread(alice_sends, 12))
+    try:
+        await until(lambda: any("looking at you" in line for line in cue_lines()), 15)
+    finally:
+        await sender
+    assert call.bot.perception.tap.readings >= 2
+
+    await client.person_leaves("alice")
+    await until(lambda: ("bob", "camera") in client.captured_video(), 10)
+    assert ("helper-bot", "camera") not in client.captured_video()
+
+
+async def test_perception_off_captures_no_camera_in_a_daily_room(start_call):
+    call = await start_call(participant_left_timeout=5)
+    await call.joined()
+    await call.client.person_joins("alice", "Alice")
+    await asyncio.sleep(0.5)
+    assert call.client.captured_video() == set()
