@@ -17,8 +17,9 @@ LIST_IN_ERRORS = 20
 def storable(persona: Persona) -> dict[str, Any]:
     """The persona as JSON, secrets included (the engines need them)."""
     data = persona.model_dump(mode="json")
-    api_key = persona.layers.llm.api_key
-    data["layers"]["llm"]["api_key"] = api_key.get_secret_value() if api_key is not None else None
+    for layer in ("llm", "perception"):
+        api_key = getattr(persona.layers, layer).api_key
+        data["layers"][layer]["api_key"] = api_key.get_secret_value() if api_key is not None else None
     return data
 
 

@@ -216,6 +216,9 @@ def required_keys(persona: Persona) -> list[KeyRequirement]:
         needs.append(KeyRequirement("OPENAI_API_KEY", "stt=openai"))
     if listens and layers.llm.engine == "openai" and layers.llm.api_key is None and not layers.llm.base_url:
         needs.append(KeyRequirement("OPENAI_API_KEY", "llm=openai"))
+    vision = layers.perception
+    if vision.perception_model == "openai" and vision.api_key is None and not vision.base_url:
+        needs.append(KeyRequirement("OPENAI_API_KEY", "perception=openai"))
     if layers.tts.tts_engine == "cartesia":
         needs.append(KeyRequirement("CARTESIA_API_KEY", "tts=cartesia"))
     if layers.tts.tts_engine == "elevenlabs":

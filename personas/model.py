@@ -18,7 +18,7 @@ STT_ENGINES = ("whisper", "openai")
 LLM_ENGINES = ("llama_cpp", "openai")
 TTS_ENGINES = ("piper", "espeak", "cartesia", "elevenlabs")
 REPLICA_ENGINES = ("local", "tavus", "off")
-PERCEPTION_MODELS = ("off", "landmarks")
+PERCEPTION_MODELS = ("off", "landmarks", "openai")
 TURN_DETECTION_MODELS = ("smart_turn_v3", "vad")
 
 
@@ -33,11 +33,29 @@ class PerceptionLayer(_Layer):
     frames a second, small frames) and gives the LLM the cues each turn:
     presence, gaze, expression, nods and shakes, lighting, and a shared
     screen's text. Its queries and tools must name what those cues cover.
-    ``off`` asks for no camera and loads nothing.
+
+    ``openai`` sends the latest camera frame (and shared screen) every
+    ``vision_interval_s`` to a vision LLM over the OpenAI chat API: OpenAI,
+    or any compatible ``base_url`` (vLLM, Ollama, llama.cpp with a vision
+    model). Its one-sentence description of the user, with the answers to
+    ``ambient_awareness_queries`` (free text), is the line each turn gets;
+    ``perception_tools`` go to it as tools; ``perception_analysis_queries``
+    are answered from a few frames kept over the call. ``model`` defaults
+    to ``gpt-4o-mini``; the key is ``api_key`` (never logged), else
+    ``OPENAI_API_KEY`` (not needed with a ``base_url`` when unset).
+
+    ``off`` asks for no camera and loads nothing. ``model``, ``base_url``,
+    ``api_key`` and ``vision_interval_s`` are refused by any engine but
+    ``openai``.
     """
 
-    perception_model: Literal["off", "landmarks"] = "off"
+    perception_model: Literal["off", "landmarks", "openai"] = "off"
     fps: int = Field(default=2, ge=1, le=10)
+    model: str | None = None
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    # Seconds between two frames sent to the vision LLM (the camera is still sampled at fps).
+    vision_interval_s: float = Field(default=3.0, ge=1.0, le=60.0)
     ambient_awareness_queries: list[str] = Field(default_factory=list)
     perception_analysis_queries: list[str] = Field(default_factory=list)
     perception_tools: list[dict[str, Any]] = Field(default_factory=list)

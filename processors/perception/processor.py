@@ -15,7 +15,9 @@ no further down the pipeline. It sends app messages on the way:
 :meth:`cue_line` gives the current cues as the short line
 :class:`PerceptionContextProcessor` puts before the user's words each turn
 (no work at turn time: the cues are already there), and :meth:`analysis`
-answers the ``perception_analysis_queries`` at the end of the call.
+answers the ``perception_analysis_queries`` at the end of the call
+(:meth:`final_analysis` is the same, awaitable: the vision LLM engine in
+:mod:`processors.perception.vision_llm` asks its model then).
 Screen-share frames are read with Tesseract OCR (``tesseract`` on the PATH),
 at most every ``ocr_interval_s``.
 """
@@ -125,7 +127,8 @@ def read_screen_text(rgb: np.ndarray, *, timeout_s: float = 10.0) -> str:
     return " ".join(result.stdout.decode(errors="replace").split())
 
 
-def _image(frame: UserImageRawFrame) -> np.ndarray:
+def frame_rgb(frame: UserImageRawFrame) -> np.ndarray:
+    """The RGB pixels of a camera or screen frame (a view of its bytes)."""
     width, height = frame.size
     return np.frombuffer(frame.image, dtype=np.uint8).reshape(height, width, 3)
 
@@ -153,13 +156,18 @@ class PerceptionProcessor(FrameProcessor):
         self._started = time.monotonic()
         self._last_rgb: np.ndarray | None = None
         self._last_fired: dict[tuple[str, str], float] = {}
-        self.tools, refused = parse_tools(params.perception_tools, params.perception_tool_prompt)
-        for reason in refused:
-            logger.warning(f"{self}: {reason}")
+        self.tools = self._read_tools(params)
         self.screen_texts: list[str] = []
         self.readings = 0
         self.analysis_ms: list[float] = []
         self.tool_calls: list[dict[str, Any]] = []
+
+    def _read_tools(self, params: PerceptionParams) -> list[PerceptionTool]:
+        """The persona's tools with the cue states that fire them (a tool that names none is left out)."""
+        tools, refused = parse_tools(params.perception_tools, params.perception_tool_prompt)
+        for reason in refused:
+            logger.warning(f"{self}: {reason}")
+        return tools
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -205,14 +213,14 @@ class PerceptionProcessor(FrameProcessor):
             if self._params.ocr and not self._screen_busy and now - self._last_ocr >= self._params.ocr_interval_s:
                 self._screen_busy = True
                 self._last_ocr = now
-                self.create_task(self._read_screen(_image(frame).copy()), name="perception-ocr")
+                self.create_task(self._read_screen(frame_rgb(frame).copy()), name="perception-ocr")
             return
         # The transport samples at whole frames per second; this keeps the persona's rate.
         if self._busy or now - self._last_sample < 0.9 / self._params.framerate:
             return
         self._busy = True
         self._last_sample = now
-        self.create_task(self._analyse(_image(frame).copy(), now), name="perception-frame")
+        self.create_task(self._analyse(frame_rgb(frame).copy(), now), name="perception-frame")
 
     async def _analyse(self, rgb: np.ndarray, at: float) -> None:
         try:
@@ -296,6 +304,10 @@ class PerceptionProcessor(FrameProcessor):
         ]
         text = " ".join(f"{a['query'].strip()} {a['answer']}." for a in answers) or "; ".join(summary)
         return {"analysis": text, "queries": answers, "frames_analysed": self.readings}
+
+    async def final_analysis(self) -> dict[str, Any]:
+        """:meth:`analysis`, awaitable: what the end of a call awaits whichever the engine."""
+        return self.analysis()
 
     # -- events ----------------------------------------------------------
 

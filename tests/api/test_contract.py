@@ -289,6 +289,23 @@ def test_a_dead_receiver_never_delays_the_api(client):
 # Personas and replicas ----------------------------------------------------------
 
 
+def test_a_personas_keys_are_stored_for_its_engines_and_never_shown(client):
+    from api.catalog import storable, stored_persona
+    from personas.model import Persona
+
+    layers = {"llm": {"engine": "openai", "api_key": "sk-llm-secret"},
+              "perception": {"perception_model": "openai", "api_key": "sk-vision-secret"}}
+    body = {"persona_name": "Seer", "system_prompt": "You see.", "default_replica_id": "leo", "layers": layers}
+    created = client.post("/v2/personas", json=body, headers=AUTH)
+    assert created.status_code == 200, created.text
+    assert "sk-llm-secret" not in created.text and "sk-vision-secret" not in created.text
+    assert created.json()["layers"]["perception"]["perception_model"] == "openai"
+    stored = storable(Persona.model_validate(body))
+    assert stored["layers"]["llm"]["api_key"] == "sk-llm-secret"
+    assert stored["layers"]["perception"]["api_key"] == "sk-vision-secret"
+    assert stored_persona(stored).layers.perception.api_key.get_secret_value() == "sk-vision-secret"
+
+
 def test_personas_made_patched_and_deleted_beside_the_read_only_modules(client):
     body = {
         "persona_name": "Tutor",

@@ -140,6 +140,13 @@ def check_perception_model():
     assert camera_request_for(on) == {"type": "devroom.camera", "send": True, "framerate": 2, "width": 320, "height": 240}
     layer = build_perception(on, KEYS, conversation_id="c9")
     assert layer is not None and layer.context is not None
+    from processors.perception.vision_llm import VisionLLMPerceptionProcessor
+
+    cloud = persona(perception={"perception_model": "openai"}, replica=NO_FACE)
+    check_persona(cloud, KEYS, name="x")
+    assert camera_in_framerate(cloud) == 2
+    layer = build_perception(cloud, KEYS, conversation_id="c9")
+    assert isinstance(layer.tap, VisionLLMPerceptionProcessor) and layer.context._perception is layer.tap
 
 
 def check_perception_queries(name: str) -> Callable[[], None]:
@@ -153,6 +160,10 @@ def check_perception_queries(name: str) -> Callable[[], None]:
         assert getattr(build_perception(p, KEYS).tap._params, name) == ["Is the user smiling?", "How many people are there?"]
         # A question about nothing the landmarks see is refused by name, with what it can answer.
         refused(persona(perception={**on, name: ["What colour is the user's shirt?"]}), "What colour is the user's shirt?")
+        # The vision LLM answers any question about what it sees.
+        cloud = persona(perception={"perception_model": "openai", name: ["What colour is the user's shirt?"]}, replica=NO_FACE)
+        check_persona(cloud, KEYS, name="x")
+        assert getattr(build_perception(cloud, KEYS).tap._params, name) == ["What colour is the user's shirt?"]
 
     return check
 
@@ -171,6 +182,12 @@ def check_perception_tools():
     assert [t.name for t in build_perception(p, KEYS).tap.tools] == ["user_left"]
     hat = {"type": "function", "function": {"name": "spot_hat", "description": "Call when the user wears a hat."}}
     refused(persona(perception={**on, "perception_tools": [hat]}), "'spot_hat' names no cue")
+    # The vision LLM decides when to call any tool; only the OpenAI function format is checked.
+    cloud = {"perception_model": "openai"}
+    p = persona(perception={**cloud, "perception_tools": [hat]}, replica=NO_FACE)
+    check_persona(p, KEYS, name="x")
+    assert [t.definition for t in build_perception(p, KEYS).tap.tools] == [hat]
+    refused(persona(perception={**cloud, "perception_tools": [{"name": "spot_hat"}]}), "layers.perception.perception_tools[0]: must be")
 
 
 def check_perception_tool_prompt():
@@ -195,6 +212,54 @@ def check_perception_fps():
 
     assert camera_in_framerate(persona(perception={"perception_model": "landmarks", "fps": 5})) == 5
     refused(persona(perception={"fps": 5}), "layers.perception.fps")
+
+
+VISION = {"perception_model": "openai"}
+
+
+def vision_params(**perception: Any):
+    from bot.perception import build_perception
+
+    return build_perception(persona(perception={**VISION, **perception}, replica=NO_FACE), KEYS).tap._params
+
+
+def vision_field_refused(field: str, value: Any, shown: str) -> None:
+    """Refused with every other engine, naming the field, its value and the engine it is for."""
+    for engine in ("landmarks", "off"):
+        with pytest.raises(EngineConfigError) as err:
+            check_persona(persona(perception={"perception_model": engine, field: value}, replica=NO_FACE), KEYS, name="x")
+        message = str(err.value)
+        assert f"layers.perception.{shown} does nothing with perception_model='{engine}'" in message, message
+        assert "are for perception_model='openai'" in message
+
+
+def check_perception_vision_model():
+    assert vision_params().model == "gpt-4o-mini"
+    assert vision_params(model="gpt-4.1-mini").model == "gpt-4.1-mini"
+    vision_field_refused("model", "gpt-4o", "model='gpt-4o'")
+
+
+def check_perception_base_url():
+    assert vision_params().base_url == "https://api.openai.com/v1"
+    assert vision_params(base_url="http://127.0.0.1:9/v1").base_url == "http://127.0.0.1:9/v1"
+    vision_field_refused("base_url", "http://127.0.0.1:9/v1", "base_url='http://127.0.0.1:9/v1'")
+
+
+def check_perception_api_key():
+    assert vision_params().api_key.get_secret_value() == "sk-test"  # OPENAI_API_KEY
+    assert vision_params(api_key="persona-key").api_key.get_secret_value() == "persona-key"
+    vision_field_refused("api_key", "persona-key", "api_key (set)")
+    with pytest.raises(EngineConfigError) as err:
+        check_persona(persona(perception={"perception_model": "landmarks", "api_key": "persona-key"}), KEYS, name="x")
+    assert "persona-key" not in str(err.value)
+
+
+def check_perception_vision_interval():
+    assert vision_params().interval_s == 3.0
+    assert vision_params(vision_interval_s=5).interval_s == 5.0
+    with pytest.raises(ValidationError):
+        persona(perception={**VISION, "vision_interval_s": 0.2})
+    vision_field_refused("vision_interval_s", 5.0, "vision_interval_s=5.0")
 
 
 def check_stt_engine():
@@ -397,6 +462,10 @@ CHECKS: dict[str, Callable[[], None]] = {
     "layers.perception.perception_analysis_queries": check_perception_queries("perception_analysis_queries"),
     "layers.perception.perception_tools": check_perception_tools,
     "layers.perception.perception_tool_prompt": check_perception_tool_prompt,
+    "layers.perception.model": check_perception_vision_model,
+    "layers.perception.base_url": check_perception_base_url,
+    "layers.perception.api_key": check_perception_api_key,
+    "layers.perception.vision_interval_s": check_perception_vision_interval,
     "layers.stt.stt_engine": check_stt_engine,
     "layers.stt.model": check_stt_model,
     "layers.stt.language": check_stt_language,
