@@ -408,7 +408,7 @@ class LiveConversations:
                 ]
                 await self._emit(cid, "application.transcription_ready", "application", {"transcript": transcript})
                 for bot in live.bots_seen:
-                    analysis = bot.perception_analysis()
+                    analysis = await bot.perception_analysis()
                     if analysis is not None:
                         await self._emit(cid, "application.perception_analysis", "application", analysis)
             if live.recording is not None:

@@ -64,6 +64,7 @@ from processors.llm.spoken_reply import (  # noqa: E402
     has_markup,
     is_list,
 )
+from processors.perception.processor import CUE_LINE_PREFIX  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "answer_quality.json"
 MAX_SPOKEN_SENTENCES = 3
@@ -111,10 +112,15 @@ class PromptSetup:
     prompts: dict[str, str] = field(default_factory=dict)  # persona -> system prompt; empty: the shipped one
     max_sentences: int | None = MAX_SPOKEN_SENTENCES
     shaped: bool = True
+    # What perception sees, put before each question as the bot puts it (None: perception off).
+    camera_line: str | None = None
 
     def system_prompt(self, persona_key: str, persona: Persona) -> str:
         return self.prompts.get(persona_key) or persona.full_system_prompt()
 
+
+# The cue line perception gives most turns of a call (someone at their camera, smiling at the replica).
+CAMERA_LINE = "the user is smiling and looking at you"
 
 # The personas' prompts before this bench (commit 34573f0), for comparison.
 ORIGINAL = {
@@ -189,6 +195,8 @@ SETUPS = {
     "rules+facts+examples/2": PromptSetup("rules+facts+examples/2", "as above, at most 2 sentences spoken",
                                           _join(RULES, FACTS, EXAMPLES), max_sentences=2),
     "shipped": PromptSetup("shipped", "the personas as they are in personas/ (3 sentences)"),
+    "shipped+camera": PromptSetup("shipped+camera", "as shipped, with perception's line before each question",
+                                  camera_line=CAMERA_LINE),
 }
 
 
@@ -273,7 +281,10 @@ async def ask(
     messages = [{"role": "system", "content": system}]
     if greeting:
         messages.append({"role": "assistant", "content": greeting})
-    messages.append({"role": "user", "content": question.text})
+    text = question.text
+    if setup.camera_line:
+        text = f"{CUE_LINE_PREFIX}{setup.camera_line}.)\n{text}"
+    messages.append({"role": "user", "content": text})
     body = {
         "messages": messages,
         "temperature": persona.layers.llm.temperature,

@@ -38,7 +38,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import LLMSettings
 
-from processors.llm.spoken_reply import SpokenReplyProcessor
+from processors.llm.spoken_reply import ReplyRewriter
 
 STAGES = (
     "end_of_turn",
@@ -246,10 +246,10 @@ class TurnObserver(BaseObserver):
                 self._turn.mark("llm_first_token", now)
             # The LLM's raw words on their way to be shaped are not what the
             # replica says: the shaped text (new frames) is counted instead.
-            if not isinstance(data.destination, SpokenReplyProcessor):
+            if not isinstance(data.destination, ReplyRewriter):
                 self._reply_text.append(frame.text)
         elif isinstance(frame, LLMFullResponseEndFrame):
-            if isinstance(data.destination, SpokenReplyProcessor):
+            if isinstance(data.destination, ReplyRewriter):
                 return  # the shaper still holds the last words: it pushes its own end after them
             self._reply_complete = True
             if self._turn is not None:

@@ -3,7 +3,10 @@
 ``perception_model="off"`` builds nothing, asks for no camera and loads no
 model. ``"landmarks"`` builds :class:`PerceptionProcessor` (the camera tap,
 right after the transport's input) and :class:`PerceptionContextProcessor`
-(the cue line into each turn's LLM context, right before the LLM).
+(the cue line into the turns' LLM context, right before the LLM); with the
+embedded LLM also :class:`CueAnswerProcessor` (right after the LLM: a question
+about the user's own picture is answered from the cues) and the line only when
+something worth saying changed (every turn with ambient questions).
 ``"openai"`` builds :class:`VisionLLMPerceptionProcessor` in the tap's place:
 every ``vision_interval_s`` it sends the latest frame to a vision LLM over
 the OpenAI chat API (``model``, default ``gpt-4o-mini``; ``base_url`` for any
@@ -26,6 +29,7 @@ from pydantic import SecretStr
 
 from bot.settings import Settings
 from personas.model import Persona
+from processors.perception.answers import CueAnswerProcessor
 from processors.perception.processor import PerceptionContextProcessor, PerceptionParams, PerceptionProcessor
 from processors.perception.queries import parse_tools, topic_list, unanswerable
 from processors.perception.vision_llm import (
@@ -44,10 +48,15 @@ SCREEN_FRAMERATE = 1
 
 @dataclass
 class PerceptionLayer:
-    """The two processors of one conversation's perception."""
+    """The processors of one conversation's perception.
+
+    ``tap`` right after the transport's input, ``context`` right before the
+    LLM, and ``answers`` (landmarks with the embedded LLM) right after it.
+    """
 
     tap: PerceptionProcessor
     context: PerceptionContextProcessor
+    answers: CueAnswerProcessor | None = None
 
     async def analysis(self) -> dict[str, Any]:
         """The end-of-call analysis (``perception_analysis_queries`` answered), for either engine."""
@@ -163,7 +172,16 @@ def build_perception(persona: Persona, settings: Settings, *, conversation_id: s
             perception_tool_prompt=perception.perception_tool_prompt,
         )
     )
-    return PerceptionLayer(tap=tap, context=PerceptionContextProcessor(perception=tap))
+    # The packaged small LLM answers questions about the user's picture wrongly
+    # and answers worse with a line about an ordinary face in every turn
+    # (bench/perception_replies.py): with it, the cues answer those questions
+    # themselves, and the line comes when something worth saying changed, or
+    # every turn when the persona asks ambient questions.
+    embedded = persona.layers.llm.engine == "llama_cpp"
+    answers = CueAnswerProcessor() if embedded else None
+    every_turn = not embedded or bool(perception.ambient_awareness_queries)
+    context = PerceptionContextProcessor(perception=tap, every_turn=every_turn, answers=answers)
+    return PerceptionLayer(tap=tap, context=context, answers=answers)
 
 
 def camera_request_for(persona: Persona) -> dict | None:

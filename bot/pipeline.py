@@ -6,6 +6,7 @@ transport.input -> STT -> user turn (VAD + Smart Turn) -> LLM -> TTS
 ```
 """
 
+import asyncio
 import json
 import re
 import uuid
@@ -208,6 +209,7 @@ class ConversationBot:
         self.processors: list[FrameProcessor] = []
         self.tavus: FrameProcessor | None = None
         self.perception: PerceptionLayer | None = None
+        self._analysis_task: asyncio.Future | None = None
         self.shutdown_reason: str | None = None
         stt = conversation.persona.layers.stt
         # The turn-taking sensitivities now (conversation.sensitivity changes them live).
@@ -288,6 +290,8 @@ class ConversationBot:
                 # The camera tap first; the cue line goes into the context the LLM gets.
                 processors.insert(1, self.perception.tap)
                 processors.insert(processors.index(llm), self.perception.context)
+                if self.perception.answers is not None:
+                    processors.insert(processors.index(llm) + 1, self.perception.answers)
         if layers.replica.replica_engine == "tavus":
             self._session = aiohttp.ClientSession()
             self.tavus = build_tavus_video(persona, self._settings, self._session)
@@ -391,7 +395,11 @@ class ConversationBot:
         if self.shutdown_reason is None:
             self.shutdown_reason = reason
             logger.info(f"{self}: ending: {reason}")
-            analysis = self.perception_analysis()
+            if self.perception is not None:
+                # A vision LLM's analysis is asked for now, while the call tears
+                # down; perception_analysis() gets the same answer afterwards.
+                self._analysis_task = asyncio.ensure_future(self.perception.analysis())
+            analysis = self.perception.tap.analysis() if self.perception is not None else None
             if analysis is not None:
                 # Best effort: the peer may be gone already (the API sends the webhook).
                 await self._send({
@@ -403,11 +411,14 @@ class ConversationBot:
         if self.worker is not None:
             await self.worker.cancel(reason=reason)
 
-    def perception_analysis(self) -> dict[str, Any] | None:
-        """The end-of-call perception analysis (``perception_analysis_queries`` answered); None with perception off."""
+    async def perception_analysis(self) -> dict[str, Any] | None:
+        """The end-of-call perception analysis (``perception_analysis_queries`` answered); None with perception off.
+
+        Landmarks answer at once; a vision LLM is asked once (at most 15 s, never raises).
+        """
         if self.perception is None:
             return None
-        return self.perception.tap.analysis()
+        return await self.perception.analysis()
 
     async def respond(self) -> None:
         """Ask the LLM for a reply to the context as it stands."""

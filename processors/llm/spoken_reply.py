@@ -329,7 +329,16 @@ def is_list(text: str) -> bool:
     return len(re.findall(r"(?:^|\n)[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+\S", text)) >= 2
 
 
-class SpokenReplyProcessor(FrameProcessor):
+class ReplyRewriter(FrameProcessor):
+    """A stage between the LLM and the TTS that rewrites the reply.
+
+    The words it receives are not what the replica says (it pushes its own
+    text frames, and its own end frame after the words it let through), so
+    observers take the reply from what leaves the last such stage.
+    """
+
+
+class SpokenReplyProcessor(ReplyRewriter):
     """Between the LLM and the TTS: replies end on whole sentences and never address the user by the persona's name.
 
     Consumes ``LLMTextFrame``s and pushes the shaped text as new ones; every

@@ -48,6 +48,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pydantic import BaseModel, ConfigDict, Field
 
+from processors.perception.answers import answer_from_cues, camera_question
 from processors.perception.cues import CueChange, CueTracker, FrameReading, read_frame
 from processors.perception.queries import (
     PerceptionTool,
@@ -353,26 +354,86 @@ class PerceptionProcessor(FrameProcessor):
 
 
 class PerceptionContextProcessor(FrameProcessor):
-    """Puts the current cue line before the user's words in each turn's LLM context.
+    """Puts the current cue line before the user's words in the turns' LLM context.
 
     Sits between the user context aggregator and the LLM. The line is read
     from :class:`PerceptionProcessor` (already computed), so a turn waits for
     nothing. Each user message gets at most one line; earlier turns keep
     theirs (the context's prefix, and the LLM's cache of it, stay unchanged).
+
+    Args:
+        perception: The camera tap whose cues are read.
+        every_turn: Give the line every turn. Otherwise only when something
+            worth saying has changed since it was last given (someone else is
+            in view, the user left or came back, looks away, frowns, is
+            surprised, the light went): with a small LLM, a line about an
+            ordinary smiling face in every turn made its answers worse.
+        answers: Told, for every context, the cues' own answer when the user
+            asks about their picture ("Can you see me?"), else None.
     """
 
-    def __init__(self, *, perception: PerceptionProcessor, **kwargs):
+    def __init__(self, *, perception: PerceptionProcessor, every_turn: bool = True, answers=None, **kwargs):
         super().__init__(**kwargs)
         self._perception = perception
+        self._every_turn = every_turn
+        self._answers = answers
+        self._given_state: tuple | None = notable_state({})
         self.lines: list[str] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame) and direction == FrameDirection.DOWNSTREAM:
+            if self._answers is not None:
+                self._answers.expect(self._answer(newest_user_words(frame.context)))
             line = self._perception.cue_line()
-            if line is not None and add_cue_line(frame.context, line):
+            if line is not None and self._worth_giving() and add_cue_line(frame.context, line):
                 self.lines.append(line)
         await self.push_frame(frame, direction)
+
+    def _worth_giving(self) -> bool:
+        state = notable_state(self._perception.tracker.current())
+        if not self._every_turn and state == self._given_state:
+            return False
+        self._given_state = state
+        return True
+
+    def _answer(self, words: str | None) -> str | None:
+        asked = camera_question(words or "")
+        if asked is None:
+            return None
+        kind, state = asked
+        return answer_from_cues(kind, state, self._perception.tracker.current(), screen_text=self._perception.screen_text)
+
+
+def notable_state(cues: dict[str, Any]) -> tuple:
+    """What of the cues is worth telling the LLM about; an ordinary face at the camera is ``(1, None, None, None)``."""
+    def value(name):
+        return (cues.get(name) or {}).get("value")
+
+    faces = value("faces")
+    expression = value("expression")
+    return (
+        1 if faces is None else faces,
+        expression if expression in ("frowning", "surprised") else None,
+        "away" if value("attention") == "away" else None,
+        "dark" if value("lighting") == "dark" else None,
+    )
+
+
+def newest_user_words(context) -> str | None:
+    """The newest user message's words (without a cue line), or None."""
+    for message in reversed(context.get_messages()):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if not isinstance(content, str):
+            return None
+        if content.startswith(CUE_LINE_PREFIX):
+            content = content.split("\n", 1)[1] if "\n" in content else ""
+        return content
+    return None
 
 
 def add_cue_line(context, line: str) -> bool:

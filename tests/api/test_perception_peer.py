@@ -3,8 +3,8 @@
 The conversation is created over the API with the coach persona (perception
 on), the peer's camera sends scikit-image's astronaut (a real photograph), and
 the real engines run (Whisper, the packaged LLM on llama.cpp, piper). The
-question comes as ``conversation.respond`` (text), so what is tested is what
-the replica sees, not what it hears.
+question ("Can you see me?") comes as ``conversation.respond`` (text), so what
+is tested is what the replica sees, not what it hears; the reply says it.
 """
 
 import asyncio
@@ -22,9 +22,7 @@ from tests.api.conftest import AUTH, WebhookReceiver, api_settings, serve_api
 
 pytestmark = pytest.mark.integration
 
-QUESTION = "What should I work on?"
-# Words a reply uses when it speaks of what the camera shows (reported, see below).
-CUE_WORDS = ("smil", "look", "camera", "eye", "face", "happy", "expression", "see")
+QUESTION = "Can you see me?"
 
 
 async def _until(check, timeout_s: float) -> None:
@@ -73,17 +71,14 @@ async def test_the_replica_sees_the_face_and_reports_on_it_at_the_end(tmp_path, 
                     if hasattr(getattr(p, "context", None), "get_messages")
                     for m in p.context.get_messages() if m.get("role") == "user"
                 ]
-                print(f"\nLLM got: {user_turns[-1]!r}\nreply: {said!r} (mentions a cue: "
-                      f"{any(w in said.lower() for w in CUE_WORDS)})")
+                print(f"\nLLM got: {user_turns[-1]!r}\nreply: {said!r}")
                 assert user_turns[-1] == (
                     f"{CUE_LINE_PREFIX}the user is smiling and looking at you; "
                     f"Is the user looking at the camera? looking at the camera.)\n{QUESTION}"
                 )
-                assert said.strip() and CUE_LINE_PREFIX not in said
-                # Whether the reply speaks of the smile is up to the LLM: the packaged
-                # Qwen2.5-Coder-0.5B used the line in about a third of direct tries and
-                # refuses questions about the user's face outright, so its words are
-                # printed, not asserted.
+                assert CUE_LINE_PREFIX not in said
+                # With the embedded LLM the cues answer a question about the user's picture.
+                assert said == "Yes, I can see you: you're smiling and looking right at me."
                 ended = await api.post(f"/v2/conversations/{cid}/end")
                 assert ended.json()["status"] == "ended"
             try:
