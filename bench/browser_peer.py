@@ -139,12 +139,22 @@ def make_recording(plan: VisitPlan, folder: Path) -> tuple[Path, list[SpokenQues
 
 
 def make_camera_clip(folder: Path) -> Path:
-    """A short y4m clip (640x480, 15 fps) for Chromium's fake camera."""
-    path = folder / "camera.y4m"
+    """A short y4m clip (640x480, 15 fps) for Chromium's fake camera: a real face, as a visitor's camera shows.
+
+    The face is scikit-image's astronaut (Eileen Collins, NASA, public domain),
+    so perception has a person to read, as it has in a real call.
+    """
+    path = folder / "camera-face.y4m"
     if not path.exists():
+        import cv2
+        from skimage import data
+
+        picture = folder / "camera-face.png"
+        face = cv2.cvtColor(data.astronaut()[0:384, 0:512], cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(picture), cv2.resize(face, (640, 480), interpolation=cv2.INTER_AREA))
         subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x480:rate=15",
-             "-t", "2", "-pix_fmt", "yuv420p", str(path)],
+            ["ffmpeg", "-loglevel", "error", "-y", "-loop", "1", "-i", str(picture), "-t", "2", "-r", "15",
+             "-pix_fmt", "yuv420p", str(path)],
             check=True,
         )  # fmt: skip
     return path

@@ -1,9 +1,10 @@
-"""Ava: a warm, quick Lisbon travel guide on the embedded offline stack."""
+"""Ava: a warm, quick Lisbon travel guide on the embedded offline stack, who sees the visitor."""
 
 from personas.model import (
     ConversationalFlowLayer,
     Layers,
     LLMLayer,
+    PerceptionLayer,
     Persona,
     ReplicaLayer,
     STTLayer,
@@ -38,6 +39,10 @@ PERSONA = Persona(
     custom_greeting="Hi, I'm Ava, your Lisbon guide. What would you like to see?",
     default_replica_id="eileen",
     layers=Layers(
+        # She sees the visitor (face landmarks on 320x240 camera frames, 2 a
+        # second): "Can you see me?" is answered from what the camera shows, and
+        # she hears of it when someone leaves, joins, looks away or frowns.
+        perception=PerceptionLayer(perception_model="landmarks", fps=2),
         stt=STTLayer(
             stt_engine="whisper",
             participant_pause_sensitivity="high",

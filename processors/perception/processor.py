@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import shutil
 import subprocess
 import time
@@ -37,6 +38,7 @@ import cv2
 import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -44,6 +46,8 @@ from pipecat.frames.frames import (
     OutputTransportMessageUrgentFrame,
     StartFrame,
     UserImageRawFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +69,9 @@ CUES_EVENT = "conversation.perception_cues"
 TOOL_CALL_EVENT = "conversation.perception_tool_call"
 # How the cue line starts in the user's message (the LLM reads it as what it sees).
 CUE_LINE_PREFIX = "(What you see on camera: "
+# Frames are not read from the end of the user's turn to the end of the reply
+# (on two cores the LLM, the voice and the face need it all), for at most this long.
+REPLY_PAUSE_MAX_S = 15.0
 # A tool fires again for the same cue no sooner than this.
 TOOL_COOLDOWN_S = 10.0
 SCREEN_TEXT_CHARS = 300
@@ -152,6 +159,9 @@ class PerceptionProcessor(FrameProcessor):
         self.tracker = CueTracker(hold_s=params.hold_s)
         self._busy = False
         self._screen_busy = False
+        self._replying_since: float | None = None
+        self.frames_in: dict[str, int] = {}
+        self.frame_size: tuple[int, int] | None = None
         self._last_sample = -1e9
         self._last_ocr = -1e9
         self._started = time.monotonic()
@@ -178,10 +188,23 @@ class PerceptionProcessor(FrameProcessor):
             self._start()
         elif isinstance(frame, (EndFrame, CancelFrame)):
             self._stop()
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._replying_since = time.monotonic()  # the reply is being written: leave it the CPU
+        elif isinstance(frame, (BotStoppedSpeakingFrame, UserStartedSpeakingFrame)):
+            self._replying_since = None
         if isinstance(frame, UserImageRawFrame) and direction == FrameDirection.DOWNSTREAM:
-            self._take(frame)
+            self.frames_in[frame.transport_source or CAMERA_SOURCE] = self.frames_in.get(frame.transport_source or CAMERA_SOURCE, 0) + 1
+            self.frame_size = frame.size
+            if not self.replying:
+                self._take(frame)
             return  # camera frames end here: no later layer looks at them
         await self.push_frame(frame, direction)
+
+    @property
+    def replying(self) -> bool:
+        """Between the end of the user's turn and the end of the reply (at most ``REPLY_PAUSE_MAX_S``): no frame is read."""
+        since = self._replying_since
+        return since is not None and time.monotonic() - since < REPLY_PAUSE_MAX_S
 
     def _start(self) -> None:
         if self._executor is not None:
@@ -200,6 +223,8 @@ class PerceptionProcessor(FrameProcessor):
         return finder
 
     def _stop(self) -> None:
+        seconds = time.monotonic() - self._started
+        logger.debug(f"{self}: {self.frames_in} frames in over {seconds:.0f} s (last {self.frame_size}), {self.readings} read")
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -378,6 +403,11 @@ class PerceptionContextProcessor(FrameProcessor):
         self._every_turn = every_turn
         self._answers = answers
         self._given_state: tuple | None = notable_state({})
+        # The line given with each user message (by its words): an early reply
+        # runs on a copy of the context, and the turn is then written to the
+        # real one without the line; it is put back so that the next turn's
+        # prompt starts as the LLM (and its cache) saw this one.
+        self._given: dict[str, str] = {}
         self.lines: list[str] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -385,9 +415,11 @@ class PerceptionContextProcessor(FrameProcessor):
         if isinstance(frame, LLMContextFrame) and direction == FrameDirection.DOWNSTREAM:
             if self._answers is not None:
                 self._answers.expect(self._answer(newest_user_words(frame.context)))
+            restore_cue_lines(frame.context, self._given)
             line = self._perception.cue_line()
             if line is not None and self._worth_giving() and add_cue_line(frame.context, line):
                 self.lines.append(line)
+                self._given[_key(newest_user_words(frame.context) or "")] = line
         await self.push_frame(frame, direction)
 
     def _worth_giving(self) -> bool:
@@ -418,6 +450,24 @@ def notable_state(cues: dict[str, Any]) -> tuple:
         "away" if value("attention") == "away" else None,
         "dark" if value("lighting") == "dark" else None,
     )
+
+
+def _key(words: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", words.lower()).split())
+
+
+def restore_cue_lines(context, given: dict[str, str]) -> None:
+    """Put back the line given with an earlier user message that the context now holds without it."""
+    if not given:
+        return
+    for message in context.get_messages()[:-1]:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str) and not content.startswith(CUE_LINE_PREFIX):
+            line = given.get(_key(content))
+            if line is not None:
+                message["content"] = f"{CUE_LINE_PREFIX}{line}.)\n{content}"
 
 
 def newest_user_words(context) -> str | None:

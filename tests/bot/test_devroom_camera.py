@@ -1,6 +1,6 @@
 """The camera costs nothing unless a layer looks at it (real headless Chromium).
 
-With perception off (every persona today) the page sends no camera and the
+With perception off (Max, the maths tutor) the page sends no camera and the
 bot decodes not one camera frame; a bot that asks for the camera gets it at
 the rate and size it asked for. Decoded frames are counted inside aiortc, in
 this process, where the bot runs.
@@ -110,7 +110,7 @@ async def join(page: Any, url: str) -> None:
 async def test_with_perception_off_no_camera_is_sent_or_decoded(
     page: Any, decoded_video_frames: dict[str, int], logged_errors: list[str]
 ) -> None:
-    persona = load_persona("ava")
+    persona = load_persona("max")
     assert persona.layers.perception.perception_model == "off"
     assert camera_in_framerate(persona) is None
     assert not transport_media_params(persona).get("video_in_enabled")

@@ -265,3 +265,33 @@ def test_no_line_before_any_cue_held():
     assert add_cue_line(context, "the user is in view") is True
     assert add_cue_line(context, "the user is in view") is False
     assert context.get_messages()[0]["content"] == f"{CUE_LINE_PREFIX}the user is in view.)\nhi"
+
+
+async def test_no_frame_is_read_from_the_end_of_the_turn_to_the_end_of_the_reply(settings, finder, scenes):
+    """On two cores the reply (LLM, voice, face) gets the CPU: the camera is not read while it is written and said."""
+    from pipecat.frames.frames import BotStoppedSpeakingFrame, TextFrame, UserStoppedSpeakingFrame
+
+    tap = PerceptionProcessor(params=PerceptionParams(framerate=2, cache_dir=settings.cvi_cache_dir), finder=finder)
+    face = image_frame(cv2.resize(scenes["face"], (320, 240)))
+    counts = []
+
+    class Count(FrameProcessor):
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, TextFrame):
+                counts.append(tap.readings)
+            await self.push_frame(frame, direction)
+
+    def listening(n):
+        return [f for _ in range(n) for f in (face, SleepFrame(0.6))]
+
+    def mark():
+        return [SleepFrame(0.3), TextFrame("mark"), SleepFrame(0.1)]
+
+    frames = [*listening(3), *mark(), UserStoppedSpeakingFrame(), *listening(4), *mark(),
+              BotStoppedSpeakingFrame(), *listening(3), *mark()]
+    await run_test(Pipeline([tap, Count()]), frames_to_send=frames, expected_down_frames=None)
+    before, during, after = counts
+    assert before >= 2
+    assert during == before  # nothing read while the reply was written and said
+    assert after >= during + 2

@@ -206,3 +206,27 @@ async def test_an_ordinary_face_gets_no_line_and_a_change_worth_saying_gets_one(
         settings, finder, face_images.astronaut(), ["Where can I hear fado?", "And sardines?"], every_turn=True
     )
     assert all(c.get_messages()[-1]["content"].startswith(f"{CUE_LINE_PREFIX}the user is smiling") for c in contexts)
+
+
+async def test_a_line_given_with_an_early_reply_is_kept_when_the_turn_is_written_without_it(settings, finder):
+    """An early reply runs on a copy of the context; the real context gets the turn without the line.
+
+    The next turn's prompt must start as the LLM saw the last one, or its
+    cache of the conversation is lost from that turn on.
+    """
+    tap = PerceptionProcessor(params=PerceptionParams(framerate=2, cache_dir=settings.cvi_cache_dir), finder=finder)
+    into_context = PerceptionContextProcessor(perception=tap, every_turn=True)
+    frame = face_images_frame(face_images.astronaut())
+    history = [{"role": "assistant", "content": "Hi!"}]
+    early = LLMContext(messages=[*history, {"role": "user", "content": "Where can I hear fado?"}])
+    real = LLMContext(messages=[*[dict(m) for m in history], {"role": "user", "content": "Where can I hear fado"},
+                                {"role": "assistant", "content": "In Alfama."}, {"role": "user", "content": "Thanks!"}])
+    frames = []
+    for _ in range(4):
+        frames += [frame, SleepFrame(0.55)]
+    frames += [LLMContextFrame(context=early), SleepFrame(0.1), LLMContextFrame(context=real)]
+    await run_test(Pipeline([tap, into_context]), frames_to_send=frames, expected_down_frames=None)
+    seen_early = early.get_messages()[-1]["content"]
+    assert seen_early.startswith(CUE_LINE_PREFIX)
+    assert real.get_messages()[1]["content"] == seen_early.replace("fado?", "fado")
+    assert real.get_messages()[-1]["content"].startswith(CUE_LINE_PREFIX)
