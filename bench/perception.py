@@ -5,9 +5,11 @@ size the dev room asks for, 320x240: as she is, turned away, and an empty
 frame) paced at ``--fps`` for ``--seconds``, in one worker thread as the
 perception processor does, and reports per-frame wall time (median, p95,
 max), the worker's CPU time per frame, and the share of one core the whole
-process used at that rate (the frames' scenes are made before it starts). The per-turn cost is the time to build the cue line and
-put it into an LLM context (what a turn waits for). Prints a table and writes
-bench/results/perception.json.
+process used at that rate (the frames' scenes are made before it starts).
+The per-turn cost is what each LLM context waits for: finding a question
+about the camera and wording the cues' answer, putting earlier turns' lines
+back, building the cue line and adding it (a context 10 turns in). Prints a
+table and writes bench/results/perception.json.
 
     python bench/perception.py [--fps 2] [--seconds 20] [--runtime auto|litert|opencv]
 """
@@ -30,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from processors.faces.landmarks import FaceLandmarker, open_face_finder  # noqa: E402
 from processors.faces.models import face_model_paths  # noqa: E402
 from processors.perception.cues import CueTracker, read_frame  # noqa: E402
-from processors.perception.processor import add_cue_line  # noqa: E402
+from processors.perception.answers import answer_from_cues, camera_question  # noqa: E402
+from processors.perception.processor import add_cue_line, newest_user_words, restore_cue_lines  # noqa: E402
 from processors.llm.llama_server import cpu_summary  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "perception.json"
@@ -85,13 +88,26 @@ def run(fps: float, seconds: float, runtime: str, cache_dir: Path) -> dict:
     # Every thread of the process (a runtime's own threads too), not just the worker's.
     process_cpu_s = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
 
-    # The per-turn cost: the cue line, into a context with a user message.
+    # The per-turn cost: what PerceptionContextProcessor does to each context
+    # (a conversation 10 turns in): find a question about the camera and word the
+    # cues' answer, put earlier lines back, build the line and add it.
     from pipecat.processors.aggregators.llm_context import LLMContext
 
     turn_us = []
-    for _ in range(2000):
-        context = LLMContext(messages=[{"role": "user", "content": "hello"}])
+    history = []
+    given = {}
+    for i in range(10):
+        words = f"Tell me about place number {i}."
+        given[words.lower().rstrip(".")] = "the user is looking away"
+        history += [{"role": "user", "content": words}, {"role": "assistant", "content": "It is lovely."}]
+    for n in range(2000):
+        question = "Can you see me?" if n % 2 else "Where can I hear fado tonight?"
+        context = LLMContext(messages=[*[dict(m) for m in history], {"role": "user", "content": question}])
         t0 = time.perf_counter()
+        asked = camera_question(newest_user_words(context) or "")
+        if asked is not None:
+            answer_from_cues(asked[0], asked[1], tracker.current())
+        restore_cue_lines(context, given)
         line = tracker.line() or "the user is in view"
         add_cue_line(context, line)
         turn_us.append((time.perf_counter() - t0) * 1e6)
