@@ -62,6 +62,15 @@ class PerceptionLayer:
         """The end-of-call analysis (``perception_analysis_queries`` answered), for either engine."""
         return await self.tap.final_analysis()
 
+    @property
+    def has_analysis(self) -> bool:
+        """Whether the call has an analysis to report: a frame was read, or the persona asked questions.
+
+        A call whose peer sent no camera (an API client, an audio-only page)
+        under a persona with no analysis queries has nothing to say.
+        """
+        return self.tap.readings > 0 or bool(self.tap.analysis_queries)
+
 
 def perception_on(persona: Persona) -> bool:
     return persona.layers.perception.perception_model != "off"

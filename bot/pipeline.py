@@ -395,11 +395,12 @@ class ConversationBot:
         if self.shutdown_reason is None:
             self.shutdown_reason = reason
             logger.info(f"{self}: ending: {reason}")
-            if self.perception is not None:
+            reports = self.perception is not None and self.perception.has_analysis
+            if reports:
                 # A vision LLM's analysis is asked for now, while the call tears
                 # down; perception_analysis() gets the same answer afterwards.
                 self._analysis_task = asyncio.ensure_future(self.perception.analysis())
-            analysis = self.perception.tap.analysis() if self.perception is not None else None
+            analysis = self.perception.tap.analysis() if reports else None
             if analysis is not None:
                 # Best effort: the peer may be gone already (the API sends the webhook).
                 await self._send({
@@ -412,11 +413,13 @@ class ConversationBot:
             await self.worker.cancel(reason=reason)
 
     async def perception_analysis(self) -> dict[str, Any] | None:
-        """The end-of-call perception analysis (``perception_analysis_queries`` answered); None with perception off.
+        """The end-of-call perception analysis (``perception_analysis_queries`` answered).
 
-        Landmarks answer at once; a vision LLM is asked once (at most 15 s, never raises).
+        None with perception off, or when no camera frame was read and the
+        persona asked nothing. Landmarks answer at once; a vision LLM is asked
+        once (at most 15 s, never raises).
         """
-        if self.perception is None:
+        if self.perception is None or not self.perception.has_analysis:
             return None
         return await self.perception.analysis()
 

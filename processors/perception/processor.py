@@ -201,6 +201,11 @@ class PerceptionProcessor(FrameProcessor):
         await self.push_frame(frame, direction)
 
     @property
+    def analysis_queries(self) -> list[str]:
+        """The persona's ``perception_analysis_queries``."""
+        return self._params.perception_analysis_queries
+
+    @property
     def replying(self) -> bool:
         """Between the end of the user's turn and the end of the reply (at most ``REPLY_PAUSE_MAX_S``): no frame is read."""
         since = self._replying_since
