@@ -281,7 +281,13 @@ def _shift(lm: FaceLandmarks, ox: float, oy: float) -> FaceLandmarks:
 
 
 class IdleMotion:
-    """Blinks, gaze shifts, breathing and head sway as functions of time.
+    """Blinks, gaze shifts, breathing, head sway and nods as functions of time.
+
+    With the voice: a blink due mid-word waits for the next pause, and the
+    head nods once at the end of a phrase (voiced for ``PHRASE_S`` or more,
+    then quiet). While listening, :meth:`nod` is called when the user pauses.
+    Times must be asked in order (the renderer's clock), as the blinks and
+    nods are scheduled as time goes on.
 
     Args:
         seed: Seed for the blink and gaze timing (each replica may differ).
@@ -291,6 +297,14 @@ class IdleMotion:
     _CLOSE_S = 0.07
     _HOLD_S = 0.03
     _OPEN_S = 0.1
+    # Loudness (0..1) above which the replica is mid-word.
+    VOICED = 0.12
+    # A phrase this long, then this much quiet, ends with a nod.
+    PHRASE_S = 0.8
+    PHRASE_END_S = 0.12
+    NOD_S = 0.45
+    PHRASE_NOD_PX = 3.0
+    LISTENING_NOD_PX = 2.5
 
     def __init__(self, *, seed: int = 0):
         self._rng = np.random.default_rng(seed)
@@ -298,6 +312,47 @@ class IdleMotion:
         self._gaze_times: list[float] = [0.0]
         self._gaze_targets: list[tuple[float, float]] = [(0.0, 0.0)]
         self._phase = self._rng.uniform(0, 2 * np.pi, 6)
+        self._nods: list[tuple[float, float]] = []  # (start, depth in px)
+        self._voiced_since: float | None = None
+        self._last_voiced = -1e9
+
+    def nod(self, t: float, depth: float | None = None) -> None:
+        """A small nod starting at ``t`` (a listener's "mm-hm", or the end of a phrase)."""
+        if self._nods and t - self._nods[-1][0] < self.NOD_S:
+            return  # one at a time
+        self._nods.append((t, self.LISTENING_NOD_PX if depth is None else depth))
+        self._nods = self._nods[-4:]
+
+    def _nod_dy(self, t: float) -> float:
+        dy = 0.0
+        for start, depth in self._nods:
+            x = (t - start) / self.NOD_S
+            if 0.0 <= x < 1.0:
+                dy += depth * math.sin(math.pi * x) ** 2  # down and back up
+        return dy
+
+    def _follow_voice(self, t: float, loudness: float) -> bool:
+        """Track phrases in the voice (a nod at each one's end); whether ``t`` is mid-word."""
+        voiced = loudness > self.VOICED
+        if voiced:
+            if self._voiced_since is None:
+                self._voiced_since = t
+            self._last_voiced = t
+        elif self._voiced_since is not None and t - self._last_voiced >= self.PHRASE_END_S:
+            if self._last_voiced - self._voiced_since >= self.PHRASE_S:
+                self.nod(t, self.PHRASE_NOD_PX)
+            self._voiced_since = None
+        return voiced
+
+    def _defer_blink(self, t: float) -> None:
+        """A blink that would start mid-word waits for the next pause."""
+        for i in range(len(self._blinks) - 1, -1, -1):
+            start = self._blinks[i]
+            if start > t:
+                continue
+            if t - start < self._CLOSE_S:
+                self._blinks[i] = t + 0.04
+            break
 
     def blink_times(self, until: float) -> list[float]:
         """Start times of the blinks up to ``until`` seconds."""
@@ -347,11 +402,14 @@ class IdleMotion:
         two_pi = 2 * np.pi
         breath = math.sin(two_pi * t / 4.2 + p[0])
         dx = 2.2 * math.sin(two_pi * 0.11 * t + p[1]) + 0.9 * math.sin(two_pi * 0.29 * t + p[2])
-        dy = 1.2 * math.sin(two_pi * 0.17 * t + p[3]) - 1.3 * breath - 1.5 * loudness
+        dy = 1.2 * math.sin(two_pi * 0.17 * t + p[3]) - 1.3 * breath - 1.5 * loudness + self._nod_dy(t)
         roll = 0.9 * math.sin(two_pi * 0.07 * t + p[4]) + 0.4 * math.sin(two_pi * 0.23 * t + p[5])
         scale = 1.0 + 0.004 * breath
         return (dx, dy, roll, scale)
 
     def pose_at(self, t: float, mouth: np.ndarray, loudness: float = 0.0) -> FacePose:
         """The full pose at ``t`` with the given mouth."""
+        if self._follow_voice(t, loudness):
+            self.blink_times(t + 1.0)
+            self._defer_blink(t)
         return FacePose(mouth=mouth, blink=self.blink_at(t), gaze=self.gaze_at(t), head=self.head_at(t, loudness))

@@ -43,6 +43,8 @@ from pipecat.frames.frames import (
     OutputImageRawFrame,
     StartFrame,
     TTSAudioRawFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -141,6 +143,12 @@ class ReplicaRendererProcessor(FrameProcessor):
         elif isinstance(frame, BotStartedSpeakingFrame):
             if direction == FrameDirection.UPSTREAM:
                 self._track.playback_started(self._clock())
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, (VADUserStoppedSpeakingFrame, UserStoppedSpeakingFrame)):
+            # The user paused: a listener's small nod (not over its own speech).
+            now = self._clock()
+            if not self._speaking_around(now):
+                self._idle.nod(now - self._origin)
             await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)

@@ -177,3 +177,64 @@ async def _run(worker):
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await runner.run()
+
+
+def _voice(t: float) -> float:
+    """A speaker's loudness: 1.5 s phrases with 0.5 s pauses between them."""
+    return 0.5 if (t % 2.0) < 1.5 else 0.0
+
+
+def test_a_blink_due_mid_word_waits_for_the_next_pause():
+    mouth = np.zeros(3)
+    speaking, silent = IdleMotion(seed=1), IdleMotion(seed=1)
+    starts: dict[str, list[float]] = {"speaking": [], "silent": []}
+    previous = {"speaking": 0.0, "silent": 0.0}
+    for i in range(25 * 60):
+        t = i / 25
+        for name, idle, loudness in (("speaking", speaking, _voice(t)), ("silent", silent, 0.0)):
+            blink = idle.pose_at(t, mouth, loudness).blink
+            if blink > 0 and previous[name] == 0:
+                starts[name].append(t)
+            previous[name] = blink
+    # Left alone, some blinks would fall mid-phrase; with the voice none starts there.
+    assert any(_voice(t) > 0 for t in starts["silent"])
+    assert starts["speaking"] and all(_voice(t) == 0 for t in starts["speaking"])
+    assert len(starts["speaking"]) >= len(starts["silent"]) // 2  # still blinking
+
+
+def test_the_head_nods_at_the_end_of_a_phrase_not_after_a_short_word():
+    mouth = np.zeros(3)
+
+    def nod_depth(voiced_s: float) -> tuple[float, float]:
+        """Most extra head drop (px) against a silent twin before and after a phrase of ``voiced_s`` ending at 2 s."""
+        talker, twin = IdleMotion(seed=2), IdleMotion(seed=2)
+        before, after = 0.0, 0.0
+        for i in range(25 * 4):
+            t = i / 25
+            loudness = 0.5 if 2.0 - voiced_s <= t < 2.0 else 0.0
+            extra = talker.pose_at(t, mouth, loudness).head[1] - twin.pose_at(t, mouth, 0.0).head[1]
+            if t < 2.0 - voiced_s:
+                before = max(before, abs(extra))
+            elif t >= 2.0:
+                after = max(after, extra)
+        return before, after
+
+    before, after = nod_depth(1.2)
+    assert before == 0.0
+    assert after >= 2.5  # a visible nod, down and back
+    assert nod_depth(0.3)[1] < 0.5  # a short word is not a phrase
+
+
+async def test_the_replica_nods_when_the_user_pauses():
+    from pipecat.frames.frames import VADUserStoppedSpeakingFrame
+
+    renderer = ReplicaRendererProcessor(replica=load_replica("ada"), params=ReplicaRendererParams(idle_fps=2))
+    await run_test(
+        Pipeline([renderer]),
+        frames_to_send=[SleepFrame(0.3), VADUserStoppedSpeakingFrame(), SleepFrame(0.3)],
+        expected_down_frames=None,
+    )
+    assert len(renderer._idle._nods) == 1
+    start, depth = renderer._idle._nods[0]
+    assert depth == IdleMotion.LISTENING_NOD_PX
+    assert renderer._idle._nod_dy(start + IdleMotion.NOD_S / 2) == pytest.approx(depth)
