@@ -6,8 +6,12 @@ synthesized questions (espeak-ng, flite and festival voices from
 both alike: once with the plain greedy decode on the trimmed window (what
 ``processors.stt.whisper`` did before the guard) and once with
 ``transcribe_trimmed`` as it is now (length limit, loop checks, a second
-decode with more trailing silence when the first looks degenerate, repeats
-collapsed). Prints a table and writes ``bench/results/whisper_guard.json``.
+decode with more trailing silence when the first loops, repeats collapsed),
+and once as the guard was first built (an unsure decode, below
+``LOG_PROB_THRESHOLD``, decoded again too). Also on each synthesized question
+cut at 60 %, as the bot transcribes a pause before the turn ends. Prints a
+table (time, second decodes, loops, word error rate where the words are
+known) and writes ``bench/results/whisper_guard.json``.
 
     .venv/bin/python bench/whisper_guard.py [--rounds 3]
 """
@@ -28,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bot.settings import Settings  # noqa: E402
 from processors.stt import whisper as stt  # noqa: E402
 from processors.weights import whisper_model  # noqa: E402
+from tests.speech import word_error_rate  # noqa: E402
 from tests.voices import VOICES, spoken  # noqa: E402
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -54,20 +59,35 @@ def guarded(model, audio: np.ndarray) -> str:
     return stt.transcribe_trimmed(model, audio, language="en", prompt=HOTWORDS)
 
 
+def guarded_unsure_too(model, audio: np.ndarray) -> str:
+    """The guard as it was first built: an unsure decode (low log-probability) is decoded again too."""
+    stt.RETRY_LOW_CONFIDENCE = True
+    try:
+        return guarded(model, audio)
+    finally:
+        stt.RETRY_LOW_CONFIDENCE = False
+
+
+ARMS = {"plain": plain, "unsure_too": guarded_unsure_too, "guarded": guarded}
+
+
 def looping(text: str) -> bool:
     """Whisper's failure as a listener sees it: a run of words repeated back to back."""
     return stt.collapse_repeats(text) != text or stt.compression_ratio(text) > stt.COMPRESSION_RATIO_THRESHOLD
 
 
-def clips() -> dict[str, list[tuple[str, np.ndarray]]]:
-    sets: dict[str, list[tuple[str, np.ndarray]]] = {"librivox": [], "synthesized": []}
+def clips() -> dict[str, list[tuple[str, str | None, np.ndarray]]]:
+    """(label, the words said or None, audio) per set. ``cut mid-sentence``: the first 60 % of each
+    synthesized question, as the bot transcribes a pause before the turn ends."""
+    sets: dict[str, list] = {"librivox": [], "synthesized": [], "cut mid-sentence": []}
     for path in sorted(LIBRIVOX.glob("*.wav")):
         audio, _ = soundfile.read(str(path), dtype="float32")
-        sets["librivox"].append((path.stem, audio))
+        sets["librivox"].append((path.stem, None, audio))
     for sentence in SENTENCES:
         for name, voice in VOICES.items():
             audio = spoken([sentence], voice, pause_secs=0).astype(np.float32) / 32768.0
-            sets["synthesized"].append((f"{name}: {sentence}", audio))
+            sets["synthesized"].append((f"{name}: {sentence}", sentence, audio))
+            sets["cut mid-sentence"].append((f"{name}: {sentence} (60 %)", None, audio[: int(len(audio) * 0.6)]))
     return sets
 
 
@@ -91,48 +111,47 @@ def main() -> None:
     report: dict = {"rounds": args.rounds, "sets": {}}
     for set_name, items in clips().items():
         rows = []
-        fallbacks = 0
-        for label, audio in items:
-            times: dict[str, list[float]] = {"plain": [], "guarded": []}
+        seconds = {name: 0 for name in ARMS}
+        for label, said, audio in items:
+            times: dict[str, list[float]] = {name: [] for name in ARMS}
             texts: dict[str, str] = {}
             for _ in range(args.rounds):
-                for name, fn in (("plain", lambda a: plain(model, a)), ("guarded", lambda a: guarded(model, a))):
+                for name, fn in ARMS.items():
+                    before = fallbacks
                     started = time.perf_counter()
-                    texts[name] = fn(audio)
+                    texts[name] = fn(model, audio)
                     times[name].append((time.perf_counter() - started) * 1000)
-            rows.append({
-                "clip": label,
-                "secs": round(len(audio) / 16000, 2),
-                "plain_ms": round(statistics.median(times["plain"]), 1),
-                "guarded_ms": round(statistics.median(times["guarded"]), 1),
-                "plain_text": texts["plain"],
-                "guarded_text": texts["guarded"],
-                "plain_loops": looping(texts["plain"]),
-                "guarded_loops": looping(texts["guarded"]),
-            })
-        summary = {
-            "clips": len(rows),
-            "plain_ms_mean": round(statistics.mean(r["plain_ms"] for r in rows), 1),
-            "guarded_ms_mean": round(statistics.mean(r["guarded_ms"] for r in rows), 1),
-            "plain_ms_median": round(statistics.median(r["plain_ms"] for r in rows), 1),
-            "guarded_ms_median": round(statistics.median(r["guarded_ms"] for r in rows), 1),
-            "plain_loops": sum(r["plain_loops"] for r in rows),
-            "guarded_loops": sum(r["guarded_loops"] for r in rows),
-            "second_decodes": fallbacks // args.rounds,
-        }
+                    seconds[name] += fallbacks - before
+            row = {"clip": label, "secs": round(len(audio) / 16000, 2)}
+            for name in ARMS:
+                row[f"{name}_ms"] = round(statistics.median(times[name]), 1)
+                row[f"{name}_text"] = texts[name]
+                row[f"{name}_loops"] = looping(texts[name])
+                if said is not None:
+                    row[f"{name}_wer"] = word_error_rate([said], [texts[name]])
+            rows.append(row)
+        summary = {"clips": len(rows)}
+        for name in ARMS:
+            summary[f"{name}_ms_mean"] = round(statistics.mean(r[f"{name}_ms"] for r in rows), 1)
+            summary[f"{name}_ms_median"] = round(statistics.median(r[f"{name}_ms"] for r in rows), 1)
+            summary[f"{name}_loops"] = sum(r[f"{name}_loops"] for r in rows)
+            summary[f"{name}_second_decodes"] = seconds[name] // args.rounds
+            if rows and f"{name}_wer" in rows[0]:
+                summary[f"{name}_wer"] = round(statistics.mean(r[f"{name}_wer"] for r in rows), 4)
         report["sets"][set_name] = {"summary": summary, "clips": rows}
     stt._decode_trimmed = original
 
-    print(f"\nWhisper repetition guard ({args.rounds} interleaved runs per clip, median each)\n")
-    print("| clips | n | plain mean / median ms | guarded mean / median ms | added (mean) | second decodes | loops plain -> guarded |")
+    print(f"\nWhisper repetition guard ({args.rounds} interleaved runs per clip, median each)")
+    print("arms: plain (no guard) | unsure_too (the guard as first built: unsure decodes retried too) | "
+          "guarded (now: only loops retried)\n")
+    print("| clips | n | arm | mean / median ms | second decodes | loops | WER |")
     print("|---|---|---|---|---|---|---|")
     for set_name, data in report["sets"].items():
         s = data["summary"]
-        print(
-            f"| {set_name} | {s['clips']} | {s['plain_ms_mean']} / {s['plain_ms_median']} | "
-            f"{s['guarded_ms_mean']} / {s['guarded_ms_median']} | {s['guarded_ms_mean'] - s['plain_ms_mean']:+.1f} | "
-            f"{s['second_decodes']} | {s['plain_loops']} -> {s['guarded_loops']} |"
-        )
+        for name in ARMS:
+            wer = f"{100 * s[name + '_wer']:.1f} %" if f"{name}_wer" in s else "-"
+            print(f"| {set_name} | {s['clips']} | {name} | {s[name + '_ms_mean']} / {s[name + '_ms_median']} | "
+                  f"{s[name + '_second_decodes']} | {s[name + '_loops']} | {wer} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "whisper_guard.json").write_text(json.dumps(report, indent=2))
     print(f"\nJSON: {RESULTS / 'whisper_guard.json'}")

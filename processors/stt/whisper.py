@@ -10,10 +10,11 @@ longer than 28 s takes faster-whisper's own path.
 Greedy decoding on a short window sometimes falls into Whisper's repetition
 failure ("I love seafood I love seafood I love seafood ..."). It is guarded
 the way faster-whisper guards its own decoding: a decode that runs into its
-length limit, compresses too well (``COMPRESSION_RATIO_THRESHOLD``), is too
-unsure (``LOG_PROB_THRESHOLD``) or repeats itself is decoded again, on a
-window with more silence after the speech (where Whisper knows the speech has
-ended), and the better of the two is kept. Whatever is kept has any span that
+length limit, compresses too well (``COMPRESSION_RATIO_THRESHOLD``) or
+repeats itself is decoded again, on a window with more silence after the
+speech (where Whisper knows the speech has ended), and the better of the two
+is kept. (A decode that is merely unsure, ``LOG_PROB_THRESHOLD``, is not:
+``RETRY_LOW_CONFIDENCE``.) Whatever is kept has any span that
 still repeats back to back collapsed to one (``collapse_repeats``).
 """
 
@@ -47,6 +48,11 @@ MAX_TRIMMED_SECS = 28.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 FALLBACK_TAIL_SILENCE_SECS = 3.0
+# Decode again (more silence) when the first decode merely has a low average
+# log-probability, not only when it loops. Off: on the bot's pauses that
+# retry gave back the same words (an unfinished sentence, an unusual voice)
+# and doubled the time (bench/whisper_guard.py measures both).
+RETRY_LOW_CONFIDENCE = False
 # Longest transcript for an utterance: fast speech is about 5 tokens a second;
 # a loop stops here instead of at max_tokens.
 MIN_TOKEN_LIMIT = 16
@@ -132,13 +138,18 @@ class _Decoded:
     no_speech_prob: float
 
     @property
-    def degenerate(self) -> bool:
+    def looping(self) -> bool:
+        """Whisper's repetition failure: the length limit hit, or words repeated back to back."""
         return (
             self.hit_limit
             or compression_ratio(self.text) > COMPRESSION_RATIO_THRESHOLD
-            or self.avg_logprob < LOG_PROB_THRESHOLD
             or collapse_repeats(self.text) != self.text
         )
+
+    @property
+    def degenerate(self) -> bool:
+        """Worth decoding again with more silence after the speech."""
+        return self.looping or (RETRY_LOW_CONFIDENCE and self.avg_logprob < LOG_PROB_THRESHOLD)
 
 
 def _decode_trimmed(

@@ -222,12 +222,18 @@ async def test_page_joins_audio_only_when_the_camera_is_refused(
 
 
 # Chrome's mean audio jitter buffer delay over the call so far (seconds).
+# Seconds Chrome held the replica's voice, on average: all of it, and the part
+# beyond what the network's jitter alone needed (``jitterBufferMinimumDelay``
+# leaves out A/V sync): that part is the voice held back to match the video.
 AUDIO_JITTER_BUFFER_S = """async () => {
-  let held = 0, emitted = 0;
+  let held = 0, emitted = 0, target = 0, minimum = 0;
   (await window.devroom.pc.getStats()).forEach((r) => {
-    if (r.type === "inbound-rtp" && r.kind === "audio") { held += r.jitterBufferDelay; emitted += r.jitterBufferEmittedCount; }
+    if (r.type === "inbound-rtp" && r.kind === "audio") {
+      held += r.jitterBufferDelay; emitted += r.jitterBufferEmittedCount;
+      target += r.jitterBufferTargetDelay; minimum += r.jitterBufferMinimumDelay;
+    }
   });
-  return emitted ? held / emitted : 0;
+  return emitted ? {held: held / emitted, for_video: (target - minimum) / emitted} : {held: 0, for_video: 0};
 }"""
 
 
@@ -252,12 +258,17 @@ async def test_page_talks_with_the_real_bot(settings, embedded_models, browser_p
         await page.wait_for_function("document.getElementById('latency-total').textContent !== '–'", timeout=20_000)
         stats = await stats_once_audible(page)
         transcript = await page.inner_text("#transcript")
-        audio_hold = await page.evaluate(AUDIO_JITTER_BUFFER_S)
-        print(f"\nreal bot in the browser: {stats}, audio jitter buffer {audio_hold * 1000:.0f} ms\n{transcript}")
+        hold = await page.evaluate(AUDIO_JITTER_BUFFER_S)
+        print(f"\nreal bot in the browser: {stats}, audio jitter buffer {hold['held'] * 1000:.0f} ms, "
+              f"of it held for the video {hold['for_video'] * 1000:.0f} ms\n{transcript}")
         # Chrome plays the replica's voice in step with its video: video stamped
         # slower than the clock (aiortc's 1/30 s a frame, at 12 frames a second
-        # while listening) made it hold the voice back about 400 ms.
-        assert audio_hold < 0.12
+        # while listening) made it hold the voice back (tests/bot/test_webrtc_video.py
+        # checks the stamps). The buffer also follows the packets' jitter, which a
+        # busy two-core machine raises: 0.2-1.0 s on the same machine on a busy day
+        # (2026-12-01), 45 ms on a quiet one, so the bound here is for gross faults.
+        assert hold["for_video"] < 0.12
+        assert hold["held"] < 1.5
         assert stats["audioBytes"] > 0 and stats["audioEnergy"] > 0
         assert stats["videoWidth"] == 512 and stats["videoFrames"] > 10
         # The fake mic starts while the greeting plays (the user talks over it), and

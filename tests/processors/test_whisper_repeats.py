@@ -43,3 +43,14 @@ def test_a_cut_off_copy_at_the_end_goes():
     # ... but not a sentence that merely starts like the one before it.
     said = "Where is the castle? Where is the best view of it?"
     assert collapse_repeats(said) == said
+
+
+def test_an_unsure_decode_is_kept_and_only_a_looping_one_is_decoded_again():
+    """On the bot's pauses an unsure decode (an unfinished sentence, an unusual voice) gave the same words again."""
+    from processors.stt.whisper import _Decoded
+
+    unsure = _Decoded(text="What so naive", avg_logprob=-1.4, hit_limit=False, no_speech_prob=0.1)
+    loop = _Decoded(text="My feet hurt, my feet hurt, my feet hurt", avg_logprob=-0.3, hit_limit=False, no_speech_prob=0.1)
+    cut = _Decoded(text="Where can I", avg_logprob=-0.2, hit_limit=True, no_speech_prob=0.1)
+    assert not unsure.degenerate
+    assert loop.degenerate and cut.degenerate
