@@ -177,9 +177,9 @@ class CueAnswerProcessor(ReplyRewriter):
     """Right after the LLM: for a turn that asked about the camera, say the cues' answer instead of the LLM's.
 
     :meth:`expect` is called for every LLM context on its way to the LLM
-    (``None``: that reply is the LLM's own). The answer is spoken at the
-    reply's start frame, so it comes as soon as the reply is let through,
-    and the LLM's words for that reply are dropped.
+    (``None``: that reply is the LLM's own). The answer is the whole reply,
+    pushed and ended at the reply's start frame, so it is spoken as soon as
+    the reply is let through; the LLM's words and end for it are dropped.
     """
 
     def __init__(self, **kwargs):
@@ -200,13 +200,16 @@ class CueAnswerProcessor(ReplyRewriter):
                 answer, self._expected = self._expected, None
                 await self.push_frame(frame, direction)
                 if answer is not None:
+                    # The whole reply at once, ended here: the voice does not
+                    # wait for the LLM to finish the words it drops.
                     self.answered.append(answer)
                     await self.push_frame(LLMTextFrame(answer))
+                    await self.push_frame(LLMFullResponseEndFrame())
                 return
-            if isinstance(frame, LLMTextFrame) and self._replacing:
-                return  # the LLM's words for a question the cues answered
-            if isinstance(frame, LLMFullResponseEndFrame):
-                self._replacing = False
-            elif isinstance(frame, (InterruptionFrame, EagerEndOfTurnCancelFrame)):
+            if isinstance(frame, (LLMTextFrame, LLMFullResponseEndFrame)) and self._replacing:
+                if isinstance(frame, LLMFullResponseEndFrame):
+                    self._replacing = False
+                return  # the LLM's words (and end) for a question the cues answered
+            if isinstance(frame, (InterruptionFrame, EagerEndOfTurnCancelFrame)):
                 self._replacing = False
         await self.push_frame(frame, direction)

@@ -7,6 +7,9 @@ LLM stand-in → cue answers → the spoken-reply shaper) with the bot's turn
 observer recording what the replica said.
 """
 
+import asyncio
+import time
+
 import cv2
 import pytest
 from pipecat.frames.frames import (
@@ -130,11 +133,16 @@ def test_before_any_frame_the_answer_says_the_camera_has_not_come_through():
 
 
 class LLMStandIn(FrameProcessor):
-    """Answers every context as the LLM does: its reply's frames are first pushed into the next stage."""
+    """Answers every context as the LLM does: its reply's frames are first pushed into the next stage.
 
-    def __init__(self, words: str):
+    ``finish_s``: how long it takes to write the reply's last words and end it (a small LLM on two busy cores).
+    """
+
+    def __init__(self, words: str, finish_s: float = 0.0):
         super().__init__()
         self.words = words
+        self.finish_s = finish_s
+        self.ended_at: list[float] = []
 
     async def process_frame(self, frame, direction):
         await super().process_frame(frame, direction)
@@ -143,17 +151,34 @@ class LLMStandIn(FrameProcessor):
             await self.push_frame(LLMFullResponseStartFrame())
             for word in self.words.split():
                 await self.push_frame(LLMTextFrame(word + " "))
+            if self.finish_s:
+                await asyncio.sleep(self.finish_s)
+            self.ended_at.append(time.monotonic())
             await self.push_frame(LLMFullResponseEndFrame())
 
 
-async def run_turns(settings, finder, rgb, questions: list[str], *, every_turn: bool = False):
+class Spoken(FrameProcessor):
+    """After the shaper: when each piece of text leaves for the voice."""
+
+    def __init__(self):
+        super().__init__()
+        self.said: list[tuple[float, str]] = []
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMTextFrame):
+            self.said.append((time.monotonic(), frame.text))
+        await self.push_frame(frame, direction)
+
+
+async def run_turns(settings, finder, rgb, questions: list[str], *, every_turn: bool = False, llm=None, spoken=None):
     """The bot's order of stages around the LLM, one context per question, and what the observer recorded."""
     from tests.bot.test_turn_observer_reply_line import observed
 
     tap = PerceptionProcessor(params=PerceptionParams(framerate=2, cache_dir=settings.cvi_cache_dir), finder=finder)
     answers = CueAnswerProcessor()
     into_context = PerceptionContextProcessor(perception=tap, every_turn=every_turn, answers=answers)
-    llm = LLMStandIn("I am smiling and I love pastel de nata.")
+    llm = llm or LLMStandIn("I am smiling and I love pastel de nata.")
     observer, _events = await observed()
     frame = face_images_frame(rgb)
     frames = []
@@ -168,7 +193,8 @@ async def run_turns(settings, finder, rgb, questions: list[str], *, every_turn: 
             LLMContextFrame(context=context), SleepFrame(0.2),
         ]
     down, _ = await run_test(
-        Pipeline([tap, into_context, llm, answers, SpokenReplyProcessor(persona_name="Ava", max_tokens=90)]),
+        Pipeline([tap, into_context, llm, answers, SpokenReplyProcessor(persona_name="Ava", max_tokens=90),
+                  *([spoken] if spoken else [])]),
         frames_to_send=frames, expected_down_frames=None, observers=[observer],
     )
     return [t.reply for t in observer.turns], contexts, into_context
@@ -189,6 +215,16 @@ async def test_a_question_about_the_picture_is_answered_from_the_cues_and_the_ne
         "I am smiling and I love pastel de nata.",
         "Yes, you're smiling.",
     ]
+
+
+async def test_the_cues_answer_is_said_without_waiting_for_the_llm_to_finish(settings, finder):
+    llm = LLMStandIn("I am smiling and I love pastel de nata.", finish_s=1.5)
+    spoken = Spoken()
+    replies, _, _ = await run_turns(settings, finder, face_images.astronaut(), ["Can you see me?"], llm=llm, spoken=spoken)
+    assert replies == ["Yes, I can see you: you're smiling and looking right at me."]
+    (said_at, said), = spoken.said
+    assert said.startswith("Yes, I can see you")
+    assert said_at < llm.ended_at[0] - 1.0  # it went to the voice at once, not when the LLM was done
 
 
 async def test_an_ordinary_face_gets_no_line_and_a_change_worth_saying_gets_one(settings, finder):
