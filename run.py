@@ -6,6 +6,7 @@
     python run.py talk --wav IN.wav --out OUT.wav|OUT.mp4 [--persona NAME] [--json]
     python run.py personas                                      list personas and engines
     python run.py replica create --image FACE.jpg --name NAME   a replica from a photo
+    python run.py replica create --video TALK.mp4 --name NAME   a replica from a 10-120 s video
     python run.py serve [--host H] [--port P] [--no-warm]       the REST API (/v2) and conversation pages
 """
 
@@ -75,8 +76,13 @@ def _talk_parser() -> argparse.ArgumentParser:
 def _replica_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py replica", description="Manage replicas.")
     sub = parser.add_subparsers(dest="action", required=True)
-    create = sub.add_parser("create", help="make a replica from a photo of a face")
-    create.add_argument("--image", required=True, type=Path)
+    create = sub.add_parser("create", help="make a replica from a photo of a face or a short video of a person")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", type=Path, help="a photo showing one frontal face")
+    source.add_argument(
+        "--video", type=Path,
+        help="10-120 s of one person talking and listening, face to camera: an idle loop and their own mouths",
+    )
     create.add_argument("--name", required=True)
     sub.add_parser("list", help="list replicas")
     return parser
@@ -177,6 +183,12 @@ def cmd_replica(args, settings) -> int:
     from processors.replica.mesh import open_mesh_finder
 
     finder = open_mesh_finder(cache_dir=settings.cvi_cache_dir)
+    if args.video is not None:
+        from processors.replica.video_replica import create_video_replica
+
+        path = create_video_replica(args.video, args.name, settings.cvi_replicas_dir, mesh_finder=finder)
+        print(f"replica created: {path}")
+        return 0
     if finder is None:
         print("face models missing (run scripts/setup.sh): the replica gets no face mesh", file=sys.stderr)
     path = create_replica(args.image, args.name, settings.cvi_replicas_dir, mesh_finder=finder)

@@ -50,8 +50,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from processors.frames import PhonemeTimingFrame
 from processors.replica.assets import Replica
-from processors.replica.face import FaceRig, IdleMotion
+from processors.replica.face import IdleMotion
 from processors.replica.speech_track import SpeechTrack
+from processors.replica.video_rig import make_rig, render_rig
 
 
 # After speech ends, the full rate holds this long: the lips close smoothly.
@@ -108,7 +109,7 @@ class ReplicaRendererProcessor(FrameProcessor):
         self._params = params or ReplicaRendererParams()
         self._replica = replica
         self._clock = clock
-        self._rig = FaceRig(replica, (self._params.width, self._params.height))
+        self._rig = make_rig(replica, (self._params.width, self._params.height))
         self._idle = IdleMotion(seed=self._params.seed)
         self._track = SpeechTrack(latency_s=self._params.audio_latency_secs)
         self._video_task: asyncio.Task | None = None
@@ -169,7 +170,7 @@ class ReplicaRendererProcessor(FrameProcessor):
         """The RGB frame (numpy, HxWx3) for clock time ``now`` and whether speech plays then."""
         shape, loudness = self._track.shape_at(now)
         pose = self._idle.pose_at(now - self._origin, shape, loudness)
-        return self._rig.render(pose), self._track.is_speaking(now)
+        return render_rig(self._rig, pose, now - self._origin), self._track.is_speaking(now)
 
     def _start_video(self) -> None:
         if self._video_task is None:
@@ -229,9 +230,9 @@ class ReplicaRendererProcessor(FrameProcessor):
             speaking = self._track.is_speaking(shown)
             pose = self._idle.pose_at(shown - self._origin, shape, loudness)
             if self._params.render_in_thread:
-                image = await asyncio.to_thread(self._rig.render, pose)
+                image = await asyncio.to_thread(render_rig, self._rig, pose, shown - self._origin)
             else:
-                image = self._rig.render(pose)
+                image = render_rig(self._rig, pose, shown - self._origin)
             frame = OutputImageRawFrame(image=image.tobytes(), size=size, format="RGB")
             frame.metadata["replica_time"] = shown
             frame.metadata["replica_speaking"] = speaking

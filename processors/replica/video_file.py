@@ -10,8 +10,9 @@ import av
 import numpy as np
 
 from processors.replica.assets import Replica
-from processors.replica.face import FaceRig, IdleMotion
+from processors.replica.face import IdleMotion
 from processors.replica.speech_track import SpeechTrack
+from processors.replica.video_rig import make_rig, render_rig
 
 _TAIL_S = 0.4  # the face stays on screen a little after the voice ends
 
@@ -36,7 +37,7 @@ def render_talking_frames(
     if phonemes:
         track.add_phonemes(phonemes, sample_rate)
     track.add_audio(audio.tobytes(), sample_rate, 1, now=0.0)
-    rig = FaceRig(replica, size)
+    rig = make_rig(replica, size)
     idle = IdleMotion(seed=seed)
     duration = len(audio) / sample_rate
     count = int(math.ceil((duration + _TAIL_S) * fps))
@@ -44,7 +45,7 @@ def render_talking_frames(
         t = i / fps
         shown = t + 0.5 / fps
         shape, loudness = track.shape_at(shown)
-        yield t, rig.render(idle.pose_at(shown, shape, loudness))
+        yield t, render_rig(rig, idle.pose_at(shown, shape, loudness), shown)
 
 
 def write_talking_video(
