@@ -26,6 +26,12 @@ from loguru import logger
 from processors.replica.assets import FaceLandmarks, Replica
 from processors.replica.mouth_warp import MouthWarp
 
+# MediaPipe face mesh brows, outer end to inner end: (upper edge, lower edge);
+# the first above the image-left eye, the second above the image-right one.
+BROWS = (
+    ((70, 63, 105, 66, 107), (46, 53, 52, 65, 55)),
+    ((300, 293, 334, 296, 336), (276, 283, 282, 295, 285)),
+)
 
 @dataclass
 class FacePose:
@@ -37,12 +43,15 @@ class FacePose:
         blink: Eyelid closure, 0 open to 1 closed.
         gaze: Iris offset ``(x, y)`` in units of the eye's half size, -1..1.
         head: ``(dx_px, dy_px, roll_deg, scale)`` applied to the whole frame.
+        brow: Brow lift, 0 at rest to 1 fully raised (``FaceRig.BROW_LIFT``
+            of the eye-to-brow distance).
     """
 
     mouth: np.ndarray = field(default_factory=lambda: np.zeros(5, np.float32))
     blink: float = 0.0
     gaze: tuple[float, float] = (0.0, 0.0)
     head: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+    brow: float = 0.0
 
 
 def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
@@ -109,6 +118,11 @@ class FaceRig:
                 "(python -m processors.replica.mesh REPLICAS_DIR adds it)"
             )
         self._eyes = [self._build_eye(landmarks.eye_left, landmarks), self._build_eye(landmarks.eye_right, landmarks)]
+        mesh = replica.mesh.scaled(factor, (ox, oy)) if replica.mesh is not None else None
+        self._brows = [
+            self._build_brow(*self._brow_points(mesh, i, eye, landmarks), eye, landmarks)
+            for i, eye in enumerate((landmarks.eye_left, landmarks.eye_right))
+        ]
         self._pivot = (float(landmarks.chin[0]), float(landmarks.chin[1]))
 
     # --- Mouth ---------------------------------------------------------------
@@ -245,6 +259,73 @@ class FaceRig:
             roi = (roi * (1 - a) + self._LASH * a).astype(np.uint8)
         frame[r.slices] = roi
 
+    # --- Brows --------------------------------------------------------------------
+
+    # A full brow lift, as a fraction of the distance from the eye's centre to the brow's.
+    BROW_LIFT = 0.16
+
+    @staticmethod
+    def _brow_points(mesh, index: int, eye, lm: FaceLandmarks) -> tuple[np.ndarray, np.ndarray]:
+        """The brow's upper and lower edge (outer to inner end): from the mesh, or guessed from the eye."""
+        if mesh is not None:
+            upper, lower = BROWS[index]
+            return mesh.points[list(upper)].astype(np.float64), mesh.points[list(lower)].astype(np.float64)
+        ex, ey = eye
+        ew, eh = lm.eye_half_size
+        xs = ex + np.linspace(-1.6 * ew, 1.6 * ew, 5)
+        arch = ey - 2.2 * eh - 0.3 * ew - 0.2 * ew * (1 - ((xs - ex) / (1.6 * ew)) ** 2)
+        upper = np.stack([xs, arch - 0.45 * eh], axis=1)
+        lower = np.stack([xs, arch + 0.45 * eh], axis=1)
+        return upper, lower
+
+    def _build_brow(self, upper: np.ndarray, lower: np.ndarray, eye, lm: FaceLandmarks) -> dict:
+        """A region around one brow and how much of the lift each pixel gets.
+
+        The brow moves by the full lift; the skin above it by less up to the
+        region's top, and the skin below it by less down to the upper eyelid,
+        which stays where it is (the eye is drawn before the brows).
+        """
+        w, h = self.size
+        ex, ey = eye
+        eh = float(lm.eye_half_size[1])
+        pts = np.concatenate([upper, lower])
+        bx0, bx1 = float(pts[:, 0].min()), float(pts[:, 0].max())
+        width = bx1 - bx0
+        order = np.argsort(upper[:, 0])
+        mid = (upper + lower) / 2
+        thick = float(np.median(np.abs(lower[:, 1] - upper[:, 1])))
+        centre_y = float(mid[:, 1].mean())
+        lift = self.BROW_LIFT * max(ey - centre_y, 1.0)
+        lid = ey - eh  # the upper eyelid at the eye's centre
+        fall_up = max(3.0 * thick, 3.0 * lift, 8.0)
+        y1 = max(lid, float(lower[:, 1].max()) + 1.6 * lift) + 1.0
+        r = _Region(bx0 - 0.3 * width, float(upper[:, 1].min()) - fall_up, bx1 + 0.3 * width, y1, w, h)
+        line = np.interp(np.clip(r.xs, bx0, bx1), mid[order, 0], mid[order, 1]).astype(np.float32)[None, :]
+        top = line - thick / 2
+        bottom = line + thick / 2
+        below_end = np.minimum(np.maximum(np.float32(lid), bottom + 1.6 * lift), r.ys[-1])
+        wy = np.where(
+            r.gy < top,
+            _smoothstep(0.0, 1.0, (r.gy - (top - fall_up)) / fall_up),
+            np.where(r.gy > bottom, _smoothstep(0.0, 1.0, (below_end - r.gy) / (below_end - bottom)), 1.0),
+        )
+        wx = _smoothstep(bx0 - 0.3 * width, bx0 + 0.05 * width, r.xs) * _smoothstep(
+            bx1 + 0.3 * width, bx1 - 0.05 * width, r.xs
+        )
+        return {
+            "region": r,
+            "weight": (wy * wx[None, :]).astype(np.float32),
+            "lift_px": float(lift),
+            "local_x": (r.gx - r.x0).astype(np.float32),
+            "local_y": (r.gy - r.y0).astype(np.float32),
+        }
+
+    def _brow(self, frame: np.ndarray, brow: dict, amount: float) -> None:
+        r: _Region = brow["region"]
+        map_y = brow["local_y"] + (amount * brow["lift_px"]) * brow["weight"]
+        src = frame[r.slices].copy()
+        frame[r.slices] = cv2.remap(src, brow["local_x"], map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
     # --- Whole frame -------------------------------------------------------------
 
     def render(self, pose: FacePose) -> np.ndarray:
@@ -253,6 +334,9 @@ class FaceRig:
         self._mouth(frame, pose.mouth)
         for eye in self._eyes:
             self._eye(frame, eye, pose.blink, pose.gaze)
+        if pose.brow > 0.01:
+            for brow in self._brows:
+                self._brow(frame, brow, pose.brow)
         dx, dy, roll, scale = pose.head
         if abs(dx) < 1e-3 and abs(dy) < 1e-3 and abs(roll) < 1e-3 and abs(scale - 1) < 1e-5:
             return frame
@@ -283,11 +367,14 @@ def _shift(lm: FaceLandmarks, ox: float, oy: float) -> FaceLandmarks:
 class IdleMotion:
     """Blinks, gaze shifts, breathing, head sway and nods as functions of time.
 
-    With the voice: a blink due mid-word waits for the next pause, and the
-    head nods once at the end of a phrase (voiced for ``PHRASE_S`` or more,
-    then quiet). While listening, :meth:`nod` is called when the user pauses.
-    Times must be asked in order (the renderer's clock), as the blinks and
-    nods are scheduled as time goes on.
+    With the voice: a blink due mid-word waits for the next pause, the head
+    nods once at the end of a phrase (voiced for ``PHRASE_S`` or more, then
+    quiet), and a stressed syllable (loudness ``EMPHASIS_RISE`` above its
+    running level) lifts the brows and dips the head a little. While
+    listening, :meth:`nod` is called when the user pauses; at the start of a
+    long reply, :meth:`glance` looks away briefly. Times must be asked in
+    order (the renderer's clock), as the blinks and nods are scheduled as
+    time goes on.
 
     Args:
         seed: Seed for the blink and gaze timing (each replica may differ).
@@ -305,6 +392,23 @@ class IdleMotion:
     NOD_S = 0.45
     PHRASE_NOD_PX = 3.0
     LISTENING_NOD_PX = 2.5
+    # Emphasis: loudness this far above its running level (over the voiced
+    # frames, time constant LEVEL_S) lifts the brows for BROW_S, at most once
+    # every EMPHASIS_GAP_S and not in a phrase's first PHRASE_ONSET_S.
+    EMPHASIS_RISE = 0.3
+    LEVEL_S = 1.5
+    BROW_S = 0.45
+    EMPHASIS_GAP_S = 2.0
+    PHRASE_ONSET_S = 0.25
+    EMPHASIS_NOD_PX = 1.2
+    # The glance away: up and to one side, then back to the camera.
+    GLANCE_S = 0.8
+    GLANCE_GAZE = (0.8, -1.0)
+    # A reply (speech after REPLY_GAP_S or more without) with LONG_REPLY_S or
+    # more of speech queued in its first LONG_REPLY_SEEN_S starts with a glance.
+    REPLY_GAP_S = 1.0
+    LONG_REPLY_S = 2.0
+    LONG_REPLY_SEEN_S = 0.3
 
     def __init__(self, *, seed: int = 0):
         self._rng = np.random.default_rng(seed)
@@ -315,6 +419,12 @@ class IdleMotion:
         self._nods: list[tuple[float, float]] = []  # (start, depth in px)
         self._voiced_since: float | None = None
         self._last_voiced = -1e9
+        self._level: float | None = None  # running loudness of the voice
+        self._lifts: list[float] = []  # brow lift start times
+        self._glances: list[tuple[float, float]] = []  # (start, side: -1 left, 1 right)
+        self._reply_start: float | None = None
+        self._reply_glanced = False
+        self._last_speech = -1e9
 
     def nod(self, t: float, depth: float | None = None) -> None:
         """A small nod starting at ``t`` (a listener's "mm-hm", or the end of a phrase)."""
@@ -331,12 +441,68 @@ class IdleMotion:
                 dy += depth * math.sin(math.pi * x) ** 2  # down and back up
         return dy
 
+    def glance(self, t: float) -> None:
+        """Look away (up and to one side) from ``t`` for ``GLANCE_S``, then back: thinking aloud."""
+        if self._glances and t - self._glances[-1][0] < self.GLANCE_S:
+            return
+        side = 1.0 if (len(self._glances) + (self._phase[1] > math.pi)) % 2 else -1.0
+        self._glances.append((t, side))
+        self._glances = self._glances[-4:]
+
+    def _glance_at(self, t: float) -> tuple[float, float]:
+        """The glance's weight (0 gaze as usual, 1 fully away) and side at ``t``."""
+        for start, side in reversed(self._glances):
+            x = t - start
+            if 0.0 <= x < self.GLANCE_S:
+                # A quick look away (80 ms), a hold, a slower look back (150 ms).
+                w = _smoothstep(0.0, 0.08, np.float32(x)) * _smoothstep(self.GLANCE_S, self.GLANCE_S - 0.15, np.float32(x))
+                return float(w), side
+        return 0.0, 1.0
+
+    def _follow_reply(self, t: float, speech_left_s: float) -> None:
+        """A long reply begins with a glance away (people look away as they start to think aloud)."""
+        if speech_left_s <= 0.0:
+            return
+        if self._reply_start is None or t - self._last_speech > self.REPLY_GAP_S:
+            self._reply_start, self._reply_glanced = t, False
+        self._last_speech = t
+        elapsed = t - self._reply_start
+        if not self._reply_glanced and elapsed <= self.LONG_REPLY_SEEN_S and elapsed + speech_left_s >= self.LONG_REPLY_S:
+            self.glance(t)
+            self._reply_glanced = True
+
+    def brow_at(self, t: float) -> float:
+        """Brow lift (0..1) at ``t``: up in 0.1 s, eased back down."""
+        for start in reversed(self._lifts):
+            x = t - start
+            if 0.0 <= x < self.BROW_S:
+                return float(_smoothstep(0.0, 0.1, np.float32(x)) * _smoothstep(self.BROW_S, 0.4 * self.BROW_S, np.float32(x)))
+        return 0.0
+
+    def _follow_emphasis(self, t: float, loudness: float) -> None:
+        """A voiced frame: a lift if it is clearly louder than the voice's running level."""
+        if self._level is None or t - self._last_voiced > 3.0:
+            self._level = loudness  # the first voice, or the first after a long quiet
+            return
+        in_phrase = self._voiced_since is not None and t - self._voiced_since >= self.PHRASE_ONSET_S
+        if (
+            in_phrase
+            and loudness - self._level > self.EMPHASIS_RISE
+            and (not self._lifts or t - self._lifts[-1] >= self.EMPHASIS_GAP_S)
+        ):
+            self._lifts.append(t)
+            self._lifts = self._lifts[-4:]
+        # Pauses do not count; a phrase's onset sets the level quickly.
+        dt = min(t - self._last_voiced, 0.1)
+        self._level += (1.0 - math.exp(-dt / (self.LEVEL_S if in_phrase else 0.1))) * (loudness - self._level)
+
     def _follow_voice(self, t: float, loudness: float) -> bool:
-        """Track phrases in the voice (a nod at each one's end); whether ``t`` is mid-word."""
+        """Track phrases in the voice (a nod at each one's end) and emphasis; whether ``t`` is mid-word."""
         voiced = loudness > self.VOICED
         if voiced:
             if self._voiced_since is None:
                 self._voiced_since = t
+            self._follow_emphasis(t, loudness)
             self._last_voiced = t
         elif self._voiced_since is not None and t - self._last_voiced >= self.PHRASE_END_S:
             if self._last_voiced - self._voiced_since >= self.PHRASE_S:
@@ -403,13 +569,29 @@ class IdleMotion:
         breath = math.sin(two_pi * t / 4.2 + p[0])
         dx = 2.2 * math.sin(two_pi * 0.11 * t + p[1]) + 0.9 * math.sin(two_pi * 0.29 * t + p[2])
         dy = 1.2 * math.sin(two_pi * 0.17 * t + p[3]) - 1.3 * breath - 1.5 * loudness + self._nod_dy(t)
+        dy += self.EMPHASIS_NOD_PX * self.brow_at(t)  # a small dip with the stressed syllable
         roll = 0.9 * math.sin(two_pi * 0.07 * t + p[4]) + 0.4 * math.sin(two_pi * 0.23 * t + p[5])
         scale = 1.0 + 0.004 * breath
         return (dx, dy, roll, scale)
 
-    def pose_at(self, t: float, mouth: np.ndarray, loudness: float = 0.0) -> FacePose:
-        """The full pose at ``t`` with the given mouth."""
+    def pose_at(self, t: float, mouth: np.ndarray, loudness: float = 0.0, speech_left_s: float = 0.0) -> FacePose:
+        """The full pose at ``t`` with the given mouth.
+
+        Args:
+            t: Seconds on the renderer's clock.
+            mouth: The mouth shape (see :class:`FacePose`).
+            loudness: The voice's loudness (0..1) at ``t``.
+            speech_left_s: Seconds of speech queued from ``t`` on (0 while listening).
+        """
+        self._follow_reply(t, speech_left_s)
         if self._follow_voice(t, loudness):
             self.blink_times(t + 1.0)
             self._defer_blink(t)
-        return FacePose(mouth=mouth, blink=self.blink_at(t), gaze=self.gaze_at(t), head=self.head_at(t, loudness))
+        gaze = self.gaze_at(t)
+        away, side = self._glance_at(t)
+        if away > 0.0:
+            gx, gy = self.GLANCE_GAZE
+            gaze = (gaze[0] + (side * gx - gaze[0]) * away, gaze[1] + (gy - gaze[1]) * away)
+        return FacePose(
+            mouth=mouth, blink=self.blink_at(t), gaze=gaze, head=self.head_at(t, loudness), brow=self.brow_at(t)
+        )

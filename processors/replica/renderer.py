@@ -169,7 +169,7 @@ class ReplicaRendererProcessor(FrameProcessor):
     def render_at(self, now: float):
         """The RGB frame (numpy, HxWx3) for clock time ``now`` and whether speech plays then."""
         shape, loudness = self._track.shape_at(now)
-        pose = self._idle.pose_at(now - self._origin, shape, loudness)
+        pose = self._idle.pose_at(now - self._origin, shape, loudness, self._track.playback_end - now)
         return render_rig(self._rig, pose, now - self._origin), self._track.is_speaking(now)
 
     def _start_video(self) -> None:
@@ -228,7 +228,7 @@ class ReplicaRendererProcessor(FrameProcessor):
             shown = target + (period / 2 if period == fast else 0.0)
             shape, loudness = self._track.shape_at(shown)
             speaking = self._track.is_speaking(shown)
-            pose = self._idle.pose_at(shown - self._origin, shape, loudness)
+            pose = self._idle.pose_at(shown - self._origin, shape, loudness, self._track.playback_end - shown)
             if self._params.render_in_thread:
                 image = await asyncio.to_thread(render_rig, self._rig, pose, shown - self._origin)
             else:
