@@ -15,8 +15,9 @@ camera, talking and listening) twice with PyAV:
 
 From the analysis it picks the **idle loop**: 3-6 s whose last frame leads
 back into its first (small pixel and landmark distance at the seam, a
-closed mouth, a real blink inside); the last 0.4 s are cross-faded into the
-frames just before the loop's start, so frame ``n-1`` flows into frame ``0``.
+closed mouth, a real blink inside); the last 0.4 s are morphed into the
+frames just before the loop's start (both moved to the head pose between
+theirs, then cross-faded), so frame ``n-1`` flows into frame ``0``.
 It also builds the **mouth bank**: the lower face (nose to below the chin)
 of up to 40 frames with different mouth shapes, each measured by the mesh
 (inner-lip gap and mouth width over the eye distance), warped into one
@@ -68,6 +69,8 @@ MAX_CROWD_SHARE = 0.1
 MIN_MOUTH_RANGE = 0.05
 LOOP_S = (3.0, 6.0)
 SEAM_FADE_S = 0.4
+# Loop candidates may have this larger a share of frames with an open mouth than the quietest.
+LOOP_MOUTH_TOLERANCE = 0.05
 BANK_SIZE = 40
 ANALYSIS_MAX_SIDE = 640
 JPEG_QUALITY = 92
@@ -300,22 +303,23 @@ def _pick_loop(a: _Analysis, meshed: np.ndarray, out_points: np.ndarray) -> tupl
         raise ReplicaCreationError(f"video too short for a {LOOP_S[0]:.0f} s idle loop")
     d = _eye_distance(out_points)
     d = np.where(np.isnan(d), np.nanmedian(d), d)
-    norm = (out_points - out_points[:, [1]]) / d[:, None, None]  # relative to the nose tip
+    norm = out_points / float(np.median(d))  # where the face is, in eye distances: head motion counts
     norm = np.nan_to_num(norm, nan=10.0)  # frames without a mesh never match
     gaps = np.nan_to_num(mouth_measures(out_points)[:, 0], nan=1.0)
     eyes = _eye_aperture(out_points)
     blink = np.nan_to_num(eyes < 0.8 * np.nanmedian(eyes), nan=False).astype(np.float64)
     bad = (~meshed).astype(np.float64)
-    gap_sum = np.concatenate([[0.0], np.cumsum(gaps)])
+    gap_closed = float(np.percentile(gaps[meshed], 5))
+    gap_scale = float(np.percentile(gaps[meshed], 95)) - gap_closed + 1e-3
+    talking = (gaps > gap_closed + 0.25 * gap_scale).astype(np.float64)
+    gap_sum = np.concatenate([[0.0], np.cumsum(talking)])
     blink_sum = np.concatenate([[0.0], np.cumsum(blink)])
     bad_sum = np.concatenate([[0.0], np.cumsum(bad)])
     step = np.linalg.norm(np.diff(a.thumbs, axis=0), axis=1)
     step_lm = np.linalg.norm(np.diff(norm, axis=0).reshape(n - 1, -1), axis=1)
     scale_img = float(np.median(step)) + 1e-3
     scale_lm = float(np.median(step_lm)) + 1e-4
-    gap_closed = float(np.percentile(gaps[meshed], 5))
-    gap_scale = float(np.percentile(gaps[meshed], 95)) - gap_closed + 1e-3
-    best = (np.inf, fade, fade + shortest)
+    rows = []  # (start, end, seam, mouth, no blink, broken) per candidate
     starts = np.arange(fade, n)
     for length in range(shortest, longest + 1):
         s = starts[starts + length < n]
@@ -323,18 +327,21 @@ def _pick_loop(a: _Analysis, meshed: np.ndarray, out_points: np.ndarray) -> tupl
             break
         e = s + length
         seam = np.linalg.norm(a.thumbs[e] - a.thumbs[s], axis=1) / scale_img
-        seam_lm = np.linalg.norm((norm[e] - norm[s]).reshape(len(s), -1), axis=1) / scale_lm
-        # How far the mouth is open on average (0: closed all along): a listening loop is closed.
-        mouth = ((gap_sum[e] - gap_sum[s - fade]) / (length + fade) - gap_closed) / gap_scale
+        seam += np.linalg.norm((norm[e] - norm[s]).reshape(len(s), -1), axis=1) / scale_lm
+        # The share of frames with the mouth open (talking), the faded ones included.
+        mouth = (gap_sum[e] - gap_sum[s - fade]) / (length + fade)
         no_blink = (blink_sum[e] - blink_sum[s]) == 0
         broken = (bad_sum[e + 1] - bad_sum[s - fade]) > 0
-        cost = seam + seam_lm + 40.0 * mouth + 3.0 * no_blink + 1e6 * broken
-        i = int(np.argmin(cost))
-        if cost[i] < best[0]:
-            best = (float(cost[i]), int(s[i]), int(e[i]))
-    if not np.isfinite(best[0]) or best[0] >= 1e6:
+        rows.append(np.stack([s, e, seam, mouth, no_blink, broken], axis=1))
+    table = np.concatenate(rows) if rows else np.zeros((0, 6))
+    table = table[table[:, 5] == 0]
+    if len(table) == 0:
         raise ReplicaCreationError(f"no {LOOP_S[0]:.0f} s stretch of the video shows the face in every frame")
-    return best[1], best[2], fade
+    # A listening loop: among the stretches whose mouth is about as closed as the quietest's,
+    # the one whose end leads back into its start best, with a blink inside.
+    quiet = table[table[:, 3] <= table[:, 3].min() + LOOP_MOUTH_TOLERANCE]
+    best = quiet[np.argmin(quiet[:, 2] + 3.0 * quiet[:, 4])]
+    return int(best[0]), int(best[1]), fade
 
 
 def _pick_bank(measures: np.ndarray, residual: np.ndarray, usable: np.ndarray) -> list[int]:
@@ -490,11 +497,9 @@ def create_video_replica(
     for k, i in enumerate(range(start, end)):
         frame, pts = loop_frames[i], out_points[i]
         m = k - (end - start - fade)
-        if m >= 0:  # cross-fade into the frames before the start
-            alpha = (m + 1) / (fade + 1)
+        if m >= 0:  # morph into the frames before the start
             j = start - fade + m
-            frame = cv2.addWeighted(frame, 1 - alpha, loop_frames[j], alpha, 0.0)
-            pts = (1 - alpha) * pts + alpha * out_points[j]
+            frame, pts = _morph(frame, pts, loop_frames[j], out_points[j], (m + 1) / (fade + 1))
         loop.append(frame)
         loop_points.append(pts)
     placements = np.stack([_compose(_similarity(canon.points[rigid], p[rigid])[0], _inverse(shift)) for p in loop_points])
@@ -510,10 +515,10 @@ def create_video_replica(
     closed = widths[gaps <= np.percentile(gaps, 25)]
     shapes = {
         "gap_rest": float(np.percentile(gaps, 5)),
-        "gap_max": float(np.percentile(gaps, 97)),
+        "gap_max": float(np.percentile(gaps, 99)),
         "width_rest": float(np.median(closed)),
-        "width_min": float(np.percentile(widths, 3)),
-        "width_max": float(np.percentile(widths, 97)),
+        "width_min": float(np.percentile(widths, 1)),
+        "width_max": float(np.percentile(widths, 99)),
     }
     video_meta = {
         "file": VIDEO_FILE,
@@ -550,6 +555,21 @@ def create_video_replica(
             "mask": canon.mask,
         },
     )
+
+
+def _morph(a: np.ndarray, pa: np.ndarray, b: np.ndarray, pb: np.ndarray, alpha: float):
+    """Frame ``a`` turning into frame ``b`` (``alpha`` 0 to 1): both moved to the head pose between
+    theirs (a similarity of the whole mesh), then cross-faded, so a head that moved between them
+    slides over instead of showing twice."""
+    to_b, _ = _similarity(pa, pb)
+    eye = np.array([[1, 0, 0], [0, 1, 0]], np.float64)
+    towards = (1 - alpha) * eye + alpha * to_b  # a -> the pose between
+    back = _compose(towards, _inverse(to_b))  # b -> the pose between
+    size = (a.shape[1], a.shape[0])
+    wa = cv2.warpAffine(a, towards, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    wb = cv2.warpAffine(b, back, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    pts = (1 - alpha) * _apply(towards, pa) + alpha * _apply(back, pb)
+    return cv2.addWeighted(wa, 1 - alpha, wb, alpha, 0.0), pts
 
 
 def _detector(finder) -> str:
