@@ -71,6 +71,7 @@ from loguru import logger
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bot.jitter_buffers import shorten_audio_jitter_buffers
+from bot.webrtc_audio import encode_audio_on_the_loop
 from bot.webrtc_video import use_replica_video_encoder
 
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
@@ -458,6 +459,7 @@ class DevRoom:
         if self._audio_jitter_prefetch is not None:
             shorten_audio_jitter_buffers(connection.pc, prefetch=self._audio_jitter_prefetch)
         use_replica_video_encoder(connection.pc)
+        encode_audio_on_the_loop(connection.pc)
         pc_id = connection.pc_id
 
         async def on_gone(reason: str) -> None:
