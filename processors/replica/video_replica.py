@@ -53,7 +53,7 @@ from processors.replica.assets import (
     replica_id_from_name,
     write_replica,
 )
-from processors.replica.mesh import ReplicaMesh
+from processors.replica.mesh import LIPS_OUTER_LOWER, LIPS_OUTER_UPPER, ReplicaMesh
 
 VIDEO_FILE = "video.npz"
 MIN_DURATION_S = 10.0
@@ -364,6 +364,7 @@ class _Canonical:
     points: np.ndarray  # (468, 2) mean mesh in 512 coords
     box: tuple[int, int, int, int]  # x0, y0, w, h of the lower face
     mask: np.ndarray  # (h, w) uint8
+    skin: np.ndarray  # (h, w) float32 weights: cheeks and upper lip skin, the same in every mouth shape
 
 
 def _canonical(out_points: np.ndarray, frames: np.ndarray) -> _Canonical:
@@ -385,7 +386,22 @@ def _canonical(out_points: np.ndarray, frames: np.ndarray) -> _Canonical:
     # Fade in below the nose so the nostrils are never pasted.
     mask *= np.clip(ys / (0.12 * d), 0.0, 1.0)
     mask = cv2.GaussianBlur(mask, (0, 0), 0.05 * d)
-    return _Canonical(points=pts.astype(np.float32), box=(x0, y0, w, h), mask=(mask * 255).round().astype(np.uint8))
+    # Skin to match colours on: inside the mask, above the mouth line, away from the lips.
+    lips = np.concatenate([pts[list(LIPS_OUTER_UPPER)], pts[list(LIPS_OUTER_LOWER)][::-1]]) - (x0, y0)
+    away = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(away, [np.round(lips).astype(np.int32)], 1)
+    away = cv2.dilate(away, np.ones((3, 3), np.uint8), iterations=max(1, int(0.12 * d)))
+    skin = mask * (ys < mouth[1] - y0) * (1 - away)
+    return _Canonical(
+        points=pts.astype(np.float32), box=(x0, y0, w, h), mask=(mask * 255).round().astype(np.uint8),
+        skin=skin.astype(np.float32),
+    )
+
+
+def skin_colour(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean RGB of ``image`` under ``weights`` (same height and width)."""
+    total = float(weights.sum()) + 1e-6
+    return (image.reshape(-1, 3).astype(np.float32) * weights.reshape(-1, 1)).sum(axis=0) / total
 
 
 def _landmarks_from_mesh(pts: np.ndarray) -> FaceLandmarks:
@@ -553,6 +569,11 @@ def create_video_replica(
             "bank_crops": np.stack([crops[i] for i in bank]),
             "bank_measures": bank_measures,
             "mask": canon.mask,
+            "bank_skin": np.stack([skin_colour(crops[i], canon.skin) for i in bank]).astype(np.float32),
+            "loop_skin": np.stack([
+                skin_colour(cv2.warpAffine(f, m, (bw, bh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP), canon.skin)
+                for f, m in zip(loop, placements)
+            ]).astype(np.float32),
         },
     )
 

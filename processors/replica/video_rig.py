@@ -3,8 +3,9 @@
 :class:`VideoRig` draws a frame at time ``t``: the loop frame for ``t``
 (decoded from JPEG), and, when the pose's mouth is not at rest, the lower
 face from the replica's mouth bank whose measured shape (inner-lip gap and
-mouth width) is closest to the viseme's, blended with the runner-up, warped
-onto the loop frame's face (a similarity from the rigid points stored per
+mouth width) is closest to the viseme's, blended with the runner-up, its
+colours scaled so its cheeks match the loop frame's, warped onto the loop
+frame's face (a similarity from the rigid points stored per
 loop frame) and feathered in with the bank's mask. Blinks, gaze and head
 motion are the person's own, from the loop; the pose's are not used.
 
@@ -63,6 +64,8 @@ class VideoRig:
         self._placements = arrays["loop_placements"].astype(np.float64)
         self._bank = arrays["bank_crops"]
         self._mask = arrays["mask"].astype(np.float32) / 255.0
+        self._bank_skin = arrays["bank_skin"]
+        self._loop_skin = arrays["loop_skin"]
         self.frame_count = len(self._offsets) - 1
         shapes = meta["mouth_shapes"]
         self._gap_rest, self._gap_max = shapes["gap_rest"], shapes["gap_max"]
@@ -103,21 +106,32 @@ class VideoRig:
             w = self._width_rest + width * (self._width_rest - self._width_min)
         return np.array([gap, w], np.float32)
 
-    def _mouth_patch(self, mouth: np.ndarray) -> np.ndarray:
+    def _mouth_patch(self, mouth: np.ndarray, index: int) -> np.ndarray:
+        """The bank's mouth for ``mouth``, its colours matched to loop frame ``index``'s skin."""
+        first, second, w = self._closest(mouth)
+        patch = self._bank[first].astype(np.float32)
+        skin = self._bank_skin[first]
+        if w < 1.0:
+            patch = patch * w + self._bank[second].astype(np.float32) * (1.0 - w)
+            skin = skin * w + self._bank_skin[second] * (1.0 - w)
+        # Light that changed during the video (exposure, a cloud): the bank's skin takes the loop frame's.
+        gain = np.clip(self._loop_skin[index] / np.maximum(skin, 1.0), 0.7, 1.4).astype(np.float32)
+        return np.minimum(patch * gain, 255.0)
+
+    def _closest(self, mouth: np.ndarray) -> tuple[int, int, float]:
+        """The closest bank mouth, the runner-up, and the first's weight (1: the first alone)."""
         target = self.target_measures(mouth) * self._scale
         d = np.sum((self._bank_shapes - target) ** 2, axis=1)
         if len(d) == 1:
             self.last_bank_choice = 0
-            return self._bank[0].astype(np.float32)
+            return 0, 0, 1.0
         first, second = np.argpartition(d, 1)[:2]
         if d[second] < d[first]:
             first, second = second, first
         self.last_bank_choice = int(first)
         # Mostly the closest; the runner-up softens the step between shapes.
         w = float(np.clip(0.5 + 1.5 * (d[second] - d[first]) / (d[first] + d[second] + 1e-9), 0.5, 1.0))
-        if w > 0.97:
-            return self._bank[first].astype(np.float32)
-        return self._bank[first].astype(np.float32) * w + self._bank[second].astype(np.float32) * (1.0 - w)
+        return int(first), int(second), 1.0 if w > 0.97 else w
 
     def render(self, pose: FacePose, t: float = 0.0) -> np.ndarray:
         """One RGB frame (height x width x 3, uint8) at ``t`` seconds with the pose's mouth."""
@@ -127,7 +141,7 @@ class VideoRig:
         amount = float(np.clip(np.max(np.abs(mouth)) / _REST_LEVEL, 0.0, 1.0)) if mouth.size else 0.0
         if amount > 0.0:
             frame = frame.copy()
-            self._place(frame, self._mouth_patch(mouth), self._placements[index], amount)
+            self._place(frame, self._mouth_patch(mouth, index), self._placements[index], amount)
         else:
             self.last_bank_choice = None
         if self._factor != 1.0 or frame.shape[1] != self.size[0] or frame.shape[0] != self.size[1]:

@@ -80,6 +80,7 @@ def portrait_frames(
     talk_until: float | None = None,
     copies: int = 1,
     brightness: float = 1.0,
+    talking_brightness: float | None = None,
 ):
     """Frames of the stock portrait talking then listening.
 
@@ -91,6 +92,7 @@ def portrait_frames(
         talk_until: When the talking stops (default: 60 % of the length).
         copies: Portraits side by side (2: two people).
         brightness: Multiplies every pixel (0.2: a dark room).
+        talking_brightness: The same while talking, if different (the light changed).
     """
     rig = FaceRig(load_replica("eileen"), (face_px, face_px))
     talk_until = 0.6 * seconds if talk_until is None else talk_until
@@ -103,6 +105,7 @@ def portrait_frames(
         for c in range(copies):
             x = (width - copies * face_px) // 2 + c * face_px
             frame[y : y + face_px, x : x + face_px] = face
-        if brightness != 1.0:
-            frame = cv2.convertScaleAbs(frame, alpha=brightness)
+        light = brightness if talking_brightness is None or t >= talk_until else talking_brightness
+        if light != 1.0:
+            frame = cv2.convertScaleAbs(frame, alpha=light)
         yield frame

@@ -150,6 +150,32 @@ def test_speech_opens_the_mouth_rounds_and_spreads_it_and_rest_gives_the_loop_ba
     assert changed[0].min() > lm.eye_left[1] and abs(np.median(changed[1]) - lm.mouth[0]) < 15
 
 
+def _cheeks(frame, lm) -> float:
+    """Mean brightness of the skin just outside the mouth corners (inside the pasted lower face)."""
+    u = lm.mouth_half_width
+    mx, my = lm.mouth
+    y0, y1 = int(my - 0.2 * u), int(my + 0.2 * u)
+    left = frame[y0:y1, int(mx - 1.35 * u) : int(mx - 1.1 * u)]
+    right = frame[y0:y1, int(mx + 1.1 * u) : int(mx + 1.35 * u)]
+    return float(np.concatenate([left.reshape(-1, 3), right.reshape(-1, 3)]).mean())
+
+
+def test_mouths_filmed_in_other_light_take_the_loop_frames_colours(tmp_path, finder):
+    """The light dims by 20 % while the person talks: the pasted mouths are brightened to the loop's."""
+    video = write_video(tmp_path / "dimmed.mp4", portrait_frames(11, FPS, talking_brightness=0.8), FPS)
+    create_video_replica(video, "Dimmed", tmp_path / "replicas", mesh_finder=finder)
+    replica = load_replica("dimmed", tmp_path / "replicas")
+    rig = VideoRig(replica)
+    lm = replica.landmarks
+    ratios = []
+    for t in (0.0, 0.8, 1.6, 2.4):
+        rest = _cheeks(rig.render(FacePose(), t), lm)
+        for viseme in (Viseme.AA, Viseme.O, Viseme.I):
+            ratios.append(_cheeks(rig.render(FacePose(mouth=viseme.value.as_array()), t), lm) / rest)
+    print(f"cheeks speaking / at rest: {np.round(ratios, 3).tolist()}")
+    assert 0.96 < min(ratios) and max(ratios) < 1.04
+
+
 @pytest.mark.models
 def test_the_mouth_follows_the_voice_through_the_renderer_path(replica, finder, speech):
     audio, rate, phonemes = speech
