@@ -152,19 +152,20 @@ def _open_video(path: Path) -> tuple[float, float, int]:
     return duration, fps, frames
 
 
-def _frames(path: Path, max_side: int | None = None):
-    """Yield RGB frames (scaled down to ``max_side`` if given) in order."""
+def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
+    """A decoded frame as it is meant to be seen: turned by its display rotation (degrees
+    counterclockwise, as phones record portrait video in landscape frames)."""
+    quarter_turns = int(round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+
+
+def _frames(path: Path):
+    """Yield the RGB frames in order, upright."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            if max_side is not None and max(frame.width, frame.height) > max_side:
-                scale = max_side / max(frame.width, frame.height)
-                w = max(2, int(round(frame.width * scale / 2)) * 2)
-                h = max(2, int(round(frame.height * scale / 2)) * 2)
-                yield frame.to_ndarray(format="rgb24", width=w, height=h)
-            else:
-                yield frame.to_ndarray(format="rgb24")
+            yield upright(frame.to_ndarray(format="rgb24"), frame.rotation)
 
 
 def _analyse(path: Path, fps: float, finder) -> _Analysis:

@@ -26,6 +26,7 @@ from processors.replica.video_replica import (
     MIN_VIDEO_FACE_PX,
     create_video_replica,
     mouth_measures,
+    upright,
 )
 from processors.replica.video_rig import VideoRig, make_rig
 from processors.replica.visemes import Viseme
@@ -257,6 +258,17 @@ def test_too_long_and_not_a_video_and_missing(tmp_path, finder):
     with pytest.raises(ReplicaCreationError, match="needs the packaged face models"):
         create_video_replica(text, "Someone", replicas, mesh_finder=None)
     assert not replicas.exists()
+
+
+def test_a_phone_video_is_turned_upright_by_its_display_rotation():
+    """Phones store portrait video as landscape frames plus a rotation; the face must be upright."""
+    frame = np.zeros((2, 3, 3), np.uint8)
+    frame[0, 0] = 255  # top left as stored
+    assert upright(frame, 0) is frame
+    # -90: the stored frame is shown turned a quarter clockwise, so its top left ends top right.
+    assert upright(frame, -90).shape == (3, 2, 3) and upright(frame, -90)[0, 1, 0] == 255
+    assert upright(frame, 90)[2, 0, 0] == 255
+    assert upright(frame, 180)[1, 2, 0] == 255
 
 
 def _run_py(*args, replicas_dir: Path) -> subprocess.CompletedProcess:
