@@ -126,11 +126,20 @@ def _eye_aperture(points: np.ndarray) -> np.ndarray:
 
 
 def _duration(container: av.container.InputContainer, stream) -> float:
+    """Seconds of video: from the header, or (a browser's WebM recording has none) from the packets."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
         return container.duration / av.time_base
-    return float(stream.frames / float(stream.average_rate)) if stream.frames and stream.average_rate else 0.0
+    first, end = None, None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        first = packet.pts if first is None else min(first, packet.pts)
+        end = max(end or packet.pts, packet.pts + (packet.duration or 0))
+    if first is None or stream.time_base is None:
+        return 0.0
+    return float((end - first) * stream.time_base)
 
 
 def _open_video(path: Path) -> tuple[float, float, int]:

@@ -10,8 +10,10 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -258,6 +260,40 @@ def test_too_long_and_not_a_video_and_missing(tmp_path, finder):
     with pytest.raises(ReplicaCreationError, match="needs the packaged face models"):
         create_video_replica(text, "Someone", replicas, mesh_finder=None)
     assert not replicas.exists()
+
+
+def test_a_browser_recording_without_a_duration_in_its_header(tmp_path, finder):
+    """MediaRecorder's WebM has no duration in its header (it was written as a stream): it is measured."""
+    import io
+
+    class Pipe(io.RawIOBase):
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.data += bytes(b)
+            return len(b)
+
+    pipe = Pipe()
+    with av.open(pipe, mode="w", format="webm") as container:
+        stream = container.add_stream("libvpx", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(35):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 100, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    video = tmp_path / "recording.webm"
+    video.write_bytes(pipe.data)
+    with av.open(str(video)) as container:
+        assert container.duration is None and container.streams.video[0].duration is None
+    with pytest.raises(ReplicaCreationError, match=r"the video is 3\.5 s long; 10-120 s is allowed"):
+        create_video_replica(video, "Someone", tmp_path / "replicas", mesh_finder=finder)
 
 
 def test_a_phone_video_is_turned_upright_by_its_display_rotation():
