@@ -87,7 +87,8 @@ def main() -> None:
         results = {name: _stats(ms) for name, ms in times.items()}
 
     print(f"video replica from {source}: created in {create_s:.1f} s "
-          f"({meta['source_duration_s']:.0f} s of video, loop {meta['loop_frames']} frames, bank {meta['bank_size']} mouths)")
+          f"({meta['source_duration_s']:.0f} s of video, loop {meta['loop_frames']} frames, "
+          f"bank {meta['bank_size']} mouths)")
     print(f"render 512x512, {args.frames} frames each, one core; CPU: {cpu_summary()}")
     header = f"{'rig':<18} {'median':>9} {'p95':>9} {'max':>9} {'of 40 ms':>9}"
     print(header)

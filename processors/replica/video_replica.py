@@ -184,7 +184,9 @@ def _analyse(path: Path, fps: float, finder) -> _Analysis:
         h, w = rgb.shape[:2]
         size = (w, h)
         scale = min(1.0, ANALYSIS_MAX_SIDE / max(w, h))
-        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small = rgb
+        if scale < 1.0:
+            small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         found = finder.find(small, mesh_faces=1)
         faces.append(len(found))
@@ -486,9 +488,14 @@ def create_video_replica(
         )
 
     analysis = _analyse(path, fps, mesh_finder)
+    counted = len(analysis.faces) / duration
+    if abs(counted - fps) > 0.1 * fps:
+        # A variable-rate recording whose header rate is not the frames' (browsers, phones).
+        analysis.fps = fps = counted
     meshed = _check(path, analysis)
     crop = _crop_transform(analysis.points[meshed])
-    out_points = np.where(meshed[:, None, None], _apply(crop, analysis.points.reshape(-1, 2)).reshape(-1, 468, 2), np.nan)
+    in_frame = _apply(crop, analysis.points.reshape(-1, 2)).reshape(-1, 468, 2)
+    out_points = np.where(meshed[:, None, None], in_frame, np.nan)
     start, end, fade = _pick_loop(analysis, meshed, out_points)
     canon = _canonical(out_points, np.arange(start, end))
     rigid = list(RIGID_POINTS)
@@ -528,11 +535,15 @@ def create_video_replica(
             frame, pts = _morph(frame, pts, loop_frames[j], out_points[j], (m + 1) / (fade + 1))
         loop.append(frame)
         loop_points.append(pts)
-    placements = np.stack([_compose(_similarity(canon.points[rigid], p[rigid])[0], _inverse(shift)) for p in loop_points])
+    # Per loop frame: the canonical lower-face box -> that frame (a similarity of the rigid points).
+    placements = np.stack(
+        [_compose(_similarity(canon.points[rigid], p[rigid])[0], _inverse(shift)) for p in loop_points]
+    )
 
     jpegs = []
     for frame in loop:
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise ReplicaCreationError(f"{path}: could not encode a loop frame")
         jpegs.append(data.ravel())

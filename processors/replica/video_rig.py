@@ -69,7 +69,8 @@ class VideoRig:
         self.frame_count = len(self._offsets) - 1
         shapes = meta["mouth_shapes"]
         self._gap_rest, self._gap_max = shapes["gap_rest"], shapes["gap_max"]
-        self._width_rest, self._width_min, self._width_max = shapes["width_rest"], shapes["width_min"], shapes["width_max"]
+        self._width_rest = shapes["width_rest"]
+        self._width_min, self._width_max = shapes["width_min"], shapes["width_max"]
         gap_range = max(1e-3, self._gap_max - self._gap_rest)
         width_range = max(1e-3, self._width_max - self._width_min)
         self._scale = np.array([1.0 / gap_range, 0.7 / width_range], np.float32)
@@ -168,7 +169,8 @@ class VideoRig:
 
 def _fit(frame: np.ndarray, size: tuple[int, int], factor: float) -> np.ndarray:
     width, height = size
-    scaled = cv2.resize(frame, (round(frame.shape[1] * factor), round(frame.shape[0] * factor)), interpolation=cv2.INTER_AREA)
+    new_size = (round(frame.shape[1] * factor), round(frame.shape[0] * factor))
+    scaled = cv2.resize(frame, new_size, interpolation=cv2.INTER_AREA)
     if scaled.shape[:2] == (height, width):
         return scaled
     out = np.zeros((height, width, 3), np.uint8)

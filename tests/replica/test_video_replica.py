@@ -115,7 +115,8 @@ def test_the_idle_loop_is_the_person_listening_and_loops_without_a_seam(replica,
         pts = finder.find(frame, mesh_faces=1)[0].mesh.points[:, :2]
         lids.append(np.linalg.norm(pts[145] - pts[159]) + np.linalg.norm(pts[374] - pts[386]))
     assert min(lids) < 0.8 * np.median(lids)
-    assert max(_mouth(finder, f)[0] for f in frames[:n:5]) < replica.metadata["video"]["mouth_shapes"]["gap_rest"] + 0.05
+    gap_rest = replica.metadata["video"]["mouth_shapes"]["gap_rest"]
+    assert max(_mouth(finder, f)[0] for f in frames[:n:5]) < gap_rest + 0.05  # the mouth stays shut
 
 
 def test_the_bank_holds_distinct_mouths_of_the_person(replica):
@@ -176,7 +177,10 @@ def test_mouths_filmed_in_other_light_take_the_loop_frames_colours(tmp_path, fin
         for viseme in (Viseme.AA, Viseme.O, Viseme.I):
             ratios.append(_cheeks(rig.render(FacePose(mouth=viseme.value.as_array()), t), lm) / rest)
     print(f"cheeks speaking / at rest: {np.round(ratios, 3).tolist()}")
-    assert 0.96 < min(ratios) and max(ratios) < 1.04
+    # Without the match they are 9 % darker on average (0.85-0.95); skin that the mouth's own motion
+    # moves (an O pulls the cheeks in) leaves a few % either way.
+    assert 0.97 < np.mean(ratios) < 1.03
+    assert 0.93 < min(ratios) and max(ratios) < 1.07
 
 
 @pytest.mark.models
@@ -314,19 +318,21 @@ def _run_py(*args, replicas_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_creates_a_replica_from_a_video_and_refuses_a_bad_one(tmp_path, talking_video):
+def test_cli_creates_a_replica_from_a_video_and_refuses_a_bad_one(tmp_path):
     replicas = tmp_path / "replicas"
-    done = _run_py("replica", "create", "--video", str(talking_video), "--name", "Eileen Talking", replicas_dir=replicas)
+    video = write_video(tmp_path / "talking.mp4", portrait_frames(10.5, 12), 12)
+    done = _run_py("replica", "create", "--video", str(video), "--name", "Eileen Talking", replicas_dir=replicas)
     assert done.returncode == 0, done.stderr
     assert f"replica created: {replicas / 'eileen-talking'}" in done.stdout
     meta = json.loads((replicas / "eileen-talking" / "replica.json").read_text())
-    assert meta["video"]["bank_size"] >= 12
+    assert meta["video"]["bank_size"] >= 12 and meta["video"]["fps"] == 12
 
     short = write_video(tmp_path / "short.mp4", portrait_frames(4, 10), 10)
     refused = _run_py("replica", "create", "--video", str(short), "--name", "Short", replicas_dir=replicas)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"error: {short}: the video is 4.0 s long; 10-120 s is allowed (the person talking and listening, face to camera)"
+        f"error: {short}: the video is 4.0 s long; 10-120 s is allowed "
+        "(the person talking and listening, face to camera)"
     )
     assert "Traceback" not in refused.stderr
     assert sorted(p.name for p in replicas.iterdir()) == ["eileen-talking"]
