@@ -173,6 +173,16 @@ class MouthWarp:
         }
         self._iu_idx = iu_idx
         self._il_idx = il_idx
+        # The lower inner contour with the corners, for the cavity's bottom edge.
+        self._il_full_idx = np.concatenate([iu_idx[:1], il_idx, iu_idx[-1:]])
+        # Corner cutting (Chaikin) is linear in the points: two rounds as one matrix.
+        contour = np.concatenate([iu_idx, il_idx[::-1]])
+        cut = np.eye(len(contour))
+        for _ in range(2):
+            nxt = np.roll(cut, -1, axis=0)
+            cut = np.stack([0.75 * cut + 0.25 * nxt, 0.25 * cut + 0.75 * nxt], axis=1).reshape(-1, len(contour))
+        self._contour_idx = contour
+        self._contour_cut = cut.astype(np.float32)
 
         tri = Delaunay(rest).simplices.astype(np.int32)
         self.triangles = tri
@@ -183,6 +193,14 @@ class MouthWarp:
         # Among those, the ones touching the lips: the warp folds at the lips'
         # seam, so they get full-resolution maps.
         self._lip_tris = np.nonzero((tri[self._moving_tris] < self.n_lip).any(axis=1))[0]
+        # What the per-frame affine transforms need of the rest shape (it does not move).
+        src = self.rest[tri[self._moving_tris]].astype(np.float64)  # (T, 3, 2)
+        self._src0 = src[:, 0]
+        self._src_edges = np.stack([src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]], axis=2)  # columns
+        e = self._src_edges
+        self._src_area = np.abs(e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0])
+        # A squeezed triangle's pixels take the colour just above its highest source point.
+        self._src_top = src[np.arange(len(src)), src[:, :, 1].argmin(axis=1)] - (0.0, 1.0)
 
         # The maps are computed at half resolution (centres of 2x2 blocks) and
         # scaled up: the warp is piecewise linear and continuous, so bilinear
@@ -194,6 +212,10 @@ class MouthWarp:
         self._label = np.zeros((h2, w2), np.int32)
 
         self._teeth = self._portrait_teeth(iu, il)
+        if self._teeth is not None:
+            # Where the inner lips are at rest (the teeth move with them).
+            self._teeth["upper_rest_y"] = float(self.rest[iu_idx, 1].mean())
+            self._teeth["lower_rest_y"] = float(self.rest[il_idx, 1].mean())
 
     # --- Geometry per frame ---------------------------------------------------------
 
@@ -223,13 +245,7 @@ class MouthWarp:
         Two rounds of corner cutting (Chaikin) turn the mesh's 20 points into
         a smooth curve, so the cavity's edge shows no straight segments.
         """
-        upper = pts[self._iu_idx]
-        lower = pts[self._il_idx][::-1]
-        poly = np.concatenate([upper, lower])
-        for _ in range(2):
-            nxt = np.roll(poly, -1, axis=0)
-            poly = np.stack([0.75 * poly + 0.25 * nxt, 0.25 * poly + 0.75 * nxt], axis=1).reshape(-1, 2)
-        return poly
+        return self._contour_cut @ pts[self._contour_idx]
 
     # --- The portrait's own teeth ------------------------------------------------------
 
@@ -274,10 +290,10 @@ class MouthWarp:
         cx1, cy1 = min(w, ox + pw), min(h, oy + ph)
         if cx1 <= cx0 or cy1 <= cy0:
             return
-        a = alpha[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox, None]
+        a = alpha[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
         p = patch[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
         region = colour[cy0:cy1, cx0:cx1]
-        region[:] = region * (1 - a) + p * a
+        region[:] = cv2.blendLinear(region, p, 1.0 - a, a)
 
     # --- Drawing ----------------------------------------------------------------------
 
@@ -291,28 +307,26 @@ class MouthWarp:
         x0, y0, x1, y1 = self.box
         tris = self.triangles[self._moving_tris]
         dst = pts[tris].astype(np.float64)  # (T, 3, 2)
-        src = self.rest[tris].astype(np.float64)
-        dm = np.stack([dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]], axis=2)  # columns
-        sm = np.stack([src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]], axis=2)
-        det = dm[:, 0, 0] * dm[:, 1, 1] - dm[:, 0, 1] * dm[:, 1, 0]
+        d1 = dst[:, 1] - dst[:, 0]
+        d2 = dst[:, 2] - dst[:, 0]
+        det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
         ok = np.abs(det) > 1e-6
-        inv = np.zeros_like(dm)
         safe = np.where(ok, det, 1.0)
-        inv[:, 0, 0] = dm[:, 1, 1] / safe
-        inv[:, 1, 1] = dm[:, 0, 0] / safe
-        inv[:, 0, 1] = -dm[:, 0, 1] / safe
-        inv[:, 1, 0] = -dm[:, 1, 0] / safe
-        lin = sm @ inv
-        shift = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
+        # The inverse of the destination edge matrix [d1 d2], then source edges times it.
+        inv = np.empty((len(dst), 2, 2))
+        inv[:, 0, 0] = d2[:, 1] / safe
+        inv[:, 1, 1] = d1[:, 0] / safe
+        inv[:, 0, 1] = -d2[:, 0] / safe
+        inv[:, 1, 0] = -d1[:, 1] / safe
+        lin = self._src_edges @ inv
+        shift = self._src0 - np.einsum("tij,tj->ti", lin, dst[:, 0])
         # A triangle squeezed nearly flat (the lips pressed shut over a smile's
         # teeth) would show what was between the lips on a hair-thin line: its
         # pixels take the colour just above its highest source point instead.
-        src_det = sm[:, 0, 0] * sm[:, 1, 1] - sm[:, 0, 1] * sm[:, 1, 0]
-        squeezed = np.abs(det) < 0.15 * np.abs(src_det)
+        squeezed = np.abs(det) < 0.15 * self._src_area
         if squeezed.any():
-            top = src[np.arange(len(src)), src[:, :, 1].argmin(axis=1)]
             lin[squeezed] = 0.0
-            shift[squeezed] = top[squeezed] - (0.0, 1.0)
+            shift[squeezed] = self._src_top[squeezed]
         # Affine per label (0 = identity), mapping frame pixels to portrait pixels.
         affine = np.zeros((len(tris) + 1, 6), np.float32)
         affine[0] = (1, 0, 0, 0, 1, 0)
@@ -325,8 +339,9 @@ class MouthWarp:
         local = np.round((dst - np.array([x0 + 0.5, y0 + 0.5])) * (0.5 * (1 << _SHIFT))).astype(np.int32)
         # Squeezed triangles first, so that their neighbours win the pixels they share.
         order = np.concatenate([np.nonzero(squeezed)[0], np.nonzero(~squeezed & ok)[0]])
+        polys = list(local)
         for t in order.tolist():
-            cv2.fillConvexPoly(label, local[t], t + 1, lineType=cv2.LINE_8, shift=_SHIFT)
+            cv2.fillConvexPoly(label, polys[t], t + 1, lineType=cv2.LINE_8, shift=_SHIFT)
         gx, gy = self._gx, self._gy
         map_x = affine[:, 0][label] * gx
         map_x += affine[:, 1][label] * gy
@@ -377,49 +392,51 @@ class MouthWarp:
     def _cavity(self, frame: np.ndarray, pts: np.ndarray, mouth: np.ndarray) -> None:
         open_, _width, teeth, tongue = (float(v) for v in mouth[:4])
         # The cavity fades in as the jaw opens (a portrait's own open smile stays as it is at rest).
-        strength = float(_smoothstep(0.0, 0.12, np.float32(open_)))
+        x = min(max(open_ / 0.12, 0.0), 1.0)
+        strength = x * x * (3.0 - 2.0 * x)
         if strength < 0.01:
             return
         poly = self.inner_contour(pts)
-        bx0 = int(math.floor(poly[:, 0].min())) - 2
-        by0 = int(math.floor(poly[:, 1].min())) - 2
-        bx1 = int(math.ceil(poly[:, 0].max())) + 3
-        by1 = int(math.ceil(poly[:, 1].max())) + 3
+        lo, hi = poly.min(axis=0), poly.max(axis=0)
         h, w = frame.shape[:2]
-        bx0, by0, bx1, by1 = max(0, bx0), max(0, by0), min(w, bx1), min(h, by1)
+        bx0, by0 = max(0, int(math.floor(lo[0])) - 2), max(0, int(math.floor(lo[1])) - 2)
+        bx1, by1 = min(w, int(math.ceil(hi[0])) + 3), min(h, int(math.ceil(hi[1])) + 3)
         if bx1 - bx0 < 2 or by1 - by0 < 2:
             return
         org = np.array([bx0, by0], np.float32)
         local = np.round((poly - org) * (1 << _SHIFT)).astype(np.int32)
         mask = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
         cv2.fillPoly(mask, [local], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
-        alpha = cv2.GaussianBlur(mask, (3, 3), 0.8).astype(np.float32) * (strength / 255.0)
+        alpha = cv2.GaussianBlur(mask, (3, 3), 0.8).astype(np.float32)
+        alpha *= strength / 255.0
 
+        # Per column: the inner lips' edges; per pixel: how deep between them.
         ys = np.arange(by0, by1, dtype=np.float32)[:, None]
-        xs = np.arange(bx0, bx1, dtype=np.float32)[None, :]
+        xs = np.arange(bx0, bx1, dtype=np.float32)
         upper = pts[self._iu_idx]
-        lower = pts[self._il_idx]
-        top = np.interp(xs[0], upper[:, 0], upper[:, 1]).astype(np.float32)[None, :]
-        lower_full = np.concatenate([upper[:1], lower, upper[-1:]])
-        bottom = np.interp(xs[0], lower_full[:, 0], lower_full[:, 1]).astype(np.float32)[None, :]
+        lower_full = pts[self._il_full_idx]
+        top = np.interp(xs, upper[:, 0], upper[:, 1]).astype(np.float32)
+        bottom = np.interp(xs, lower_full[:, 0], lower_full[:, 1]).astype(np.float32)
         gap = np.maximum(bottom - top, 1e-3)
         depth = np.clip((ys - top) / gap, 0.0, 1.0)
-        mid_x = float(upper[:, 0].mean())
-        half = max(float(upper[:, 0].max() - upper[:, 0].min()) / 2, 1.0)
+        ux = upper[:, 0].tolist()
+        mid_x = sum(ux) / len(ux)
+        half = max((max(ux) - min(ux)) / 2, 1.0)
         centre = np.clip(1.0 - ((xs - mid_x) / half) ** 2, 0.0, 1.0)
         # Darker deep inside and towards the middle of the opening.
-        shade = np.clip(0.35 + 0.65 * np.abs(2 * depth - 1) ** 1.5, 0, 1) * (1.0 - 0.4 * centre)
-        colour = self._CAVITY_BACK + (self._CAVITY - self._CAVITY_BACK) * shade[..., None]
+        edge = np.abs(2 * depth - 1)
+        shade = np.clip(0.35 + 0.65 * edge * np.sqrt(edge), 0, 1) * (1.0 - 0.4 * centre)
+        colour = shade[..., None] * (self._CAVITY - self._CAVITY_BACK) + self._CAVITY_BACK
         tongue_amt = max(tongue, 0.8 * max(0.0, open_ - 0.3))
         if tongue_amt > 0.01:
-            t = tongue_amt * np.clip((depth - 0.55) / 0.25, 0, 1) * np.clip(centre * 1.6, 0, 1) * 0.8
-            colour = colour * (1 - t[..., None]) + self._TONGUE * t[..., None]
+            t = np.clip((depth - 0.55) / 0.25, 0, 1) * (np.clip(centre * 1.6, 0, 1) * (tongue_amt * 0.8))
+            colour = cv2.blendLinear(colour, self._tongue_like(colour), 1.0 - t, t)
         if self._teeth is not None:
             # The portrait's own teeth: the upper ones where they were, the
             # lower ones carried down with the lower lip.
             teeth_layer = self._teeth
-            lift = pts[self._iu_idx, 1].mean() - self.rest[self._iu_idx, 1].mean()
-            drop = pts[self._il_idx, 1].mean() - self.rest[self._il_idx, 1].mean()
+            lift = float(upper[:, 1].sum()) / len(upper) - teeth_layer["upper_rest_y"]
+            drop = float(pts[self._il_idx, 1].sum()) / len(self._il_idx) - teeth_layer["lower_rest_y"]
             ox, oy = teeth_layer["origin"]
             self._layer(colour, (bx0, by0), teeth_layer["patch"], teeth_layer["upper"],
                         (ox, oy + int(round(lift))))
@@ -430,13 +447,19 @@ class MouthWarp:
             band = (0.16 * self.u * (0.5 + 0.5 * teeth)) * np.sqrt(centre)
             band = np.minimum(band, 0.55 * gap)
             upper_teeth = np.clip(top + band - ys + 0.5, 0.0, 1.0) * np.clip(ys - top + 1.0, 0.0, 1.0)
-            tooth_shade = (0.7 + 0.25 * centre)[..., None]
-            colour = colour * (1 - upper_teeth[..., None]) + self._TEETH * tooth_shade * upper_teeth[..., None]
+            tooth = np.broadcast_to(((0.7 + 0.25 * centre)[:, None] * self._TEETH)[None], colour.shape)
+            colour = cv2.blendLinear(colour, np.ascontiguousarray(tooth), 1.0 - upper_teeth, upper_teeth)
             if open_ > 0.35:
                 # A hint of the lower teeth when the mouth is well open.
                 lb = 0.06 * self.u * min(1.0, (open_ - 0.35) / 0.3) * np.sqrt(centre)
                 lower_teeth = np.clip(ys - (bottom - lb) + 0.5, 0.0, 1.0) * 0.7
-                colour = colour * (1 - lower_teeth[..., None]) + self._TEETH * 0.65 * lower_teeth[..., None]
-        a = alpha[..., None]
-        patch = frame[by0:by1, bx0:bx1].astype(np.float32)
-        frame[by0:by1, bx0:bx1] = (patch * (1 - a) + colour * a).astype(np.uint8)
+                lower_colour = np.broadcast_to(self._TEETH * 0.65, colour.shape)
+                colour = cv2.blendLinear(colour, np.ascontiguousarray(lower_colour), 1.0 - lower_teeth, lower_teeth)
+        region = frame[by0:by1, bx0:bx1]
+        blended = cv2.blendLinear(region.astype(np.float32), colour, 1.0 - alpha, alpha)
+        blended += 0.5  # rounded (blendLinear divides by the weights' sum plus 1e-5)
+        region[:] = blended
+
+    def _tongue_like(self, colour: np.ndarray) -> np.ndarray:
+        """An image of ``colour``'s shape in the tongue's colour."""
+        return np.ascontiguousarray(np.broadcast_to(self._TONGUE, colour.shape))
