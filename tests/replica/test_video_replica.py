@@ -38,7 +38,8 @@ from tests.replica.talking_video import portrait_frames, write_video
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-FPS = 25
+FPS = 25  # the renderer's
+VIDEO_FPS = 25  # the filmed videos'
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def finder(settings):
 
 @pytest.fixture(scope="module")
 def talking_video(tmp_path_factory):
-    return write_video(tmp_path_factory.mktemp("video") / "eileen-talking.mp4", portrait_frames(11, FPS), FPS)
+    return write_video(tmp_path_factory.mktemp("video") / "eileen-talking.mp4", portrait_frames(11, VIDEO_FPS), VIDEO_FPS)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,8 @@ def test_the_folder_is_a_replica_like_any_other(replicas, replica):
     assert lm.eye_left[0] < lm.mouth[0] < lm.eye_right[0]
     assert lm.eye_left[1] < lm.mouth[1] < lm.chin[1]
     video = replica.metadata["video"]
-    assert video["fps"] == FPS
-    assert 3 * FPS <= video["loop_frames"] <= 6 * FPS
+    assert video["fps"] == VIDEO_FPS
+    assert 3 * VIDEO_FPS <= video["loop_frames"] <= 6 * VIDEO_FPS
     assert replica.metadata["image_source"] == "eileen-talking.mp4"
     assert isinstance(make_rig(replica), VideoRig)
     assert not isinstance(make_rig(load_replica("eileen")), VideoRig)
@@ -93,7 +94,7 @@ def test_the_folder_is_a_replica_like_any_other(replicas, replica):
 def test_the_idle_loop_is_the_person_listening_and_loops_without_a_seam(replica, finder):
     rig = VideoRig(replica)
     n = rig.frame_count
-    frames = [rig.render(FacePose(), t=i / FPS) for i in range(n + 2)]
+    frames = [rig.render(FacePose(), t=i / VIDEO_FPS) for i in range(n + 2)]
     steps = [np.abs(frames[i + 1].astype(np.int16) - frames[i]).mean() for i in range(n - 1)]
     seam = np.abs(frames[n - 1].astype(np.int16) - frames[n]).mean()  # the last frame, then the first again
     print(f"loop {n} frames: consecutive frames differ by {np.median(steps):.2f} (median), the seam by {seam:.2f}")
@@ -166,7 +167,7 @@ def _cheeks(frame, lm) -> float:
 
 def test_mouths_filmed_in_other_light_take_the_loop_frames_colours(tmp_path, finder):
     """The light dims by 20 % while the person talks: the pasted mouths are brightened to the loop's."""
-    video = write_video(tmp_path / "dimmed.mp4", portrait_frames(11, FPS, talking_brightness=0.8), FPS)
+    video = write_video(tmp_path / "dimmed.mp4", portrait_frames(11, VIDEO_FPS, talking_brightness=0.8), VIDEO_FPS)
     create_video_replica(video, "Dimmed", tmp_path / "replicas", mesh_finder=finder)
     replica = load_replica("dimmed", tmp_path / "replicas")
     rig = VideoRig(replica)
@@ -185,13 +186,22 @@ def test_mouths_filmed_in_other_light_take_the_loop_frames_colours(tmp_path, fin
 
 @pytest.mark.models
 def test_the_mouth_follows_the_voice_through_the_renderer_path(replica, finder, speech):
+    """The inner-lip gap the face mesh sees against the voice's loudness, beside the photo replica's."""
     audio, rate, phonemes = speech
-    frames = [f for _, f in render_talking_frames(replica, audio, rate, phonemes, fps=FPS)]
-    gaps = np.array([_mouth(finder, f)[0] for f in frames])
-    envelope = rms_envelope(audio, rate, FPS, len(gaps))
-    lag, corr = best_lag(gaps, envelope, max_lag=3)
-    print(f"video replica: lag {lag * 1000 / FPS:.0f} ms, correlation {corr:.2f}")
-    assert corr > 0.5 and abs(lag) <= 1
+
+    def sync(rep):
+        frames = [f for _, f in render_talking_frames(rep, audio, rate, phonemes, fps=FPS)]
+        gaps = np.array([_mouth(finder, f)[0] for f in frames])
+        lag, corr = best_lag(gaps, rms_envelope(audio, rate, FPS, len(gaps)), max_lag=3)
+        return gaps, lag, corr
+
+    gaps, lag, corr = sync(replica)
+    _, photo_lag, photo_corr = sync(load_replica("eileen"))
+    print(f"video replica: lag {lag * 1000 / FPS:.0f} ms, correlation {corr:.2f}; "
+          f"the photo replica: lag {photo_lag * 1000 / FPS:.0f} ms, correlation {photo_corr:.2f}")
+    assert abs(lag) <= 1
+    # This judge (a mesh at 25 fps against loudness) gives the photo replica about 0.6.
+    assert corr > 0.45 and corr > photo_corr - 0.1
     assert gaps[-3:].max() < gaps.max() - 0.1  # closed again after the voice
 
 
