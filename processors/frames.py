@@ -38,3 +38,17 @@ class UtteranceTranscribedFrame(DataFrame):
     """
 
     text: str = ""
+
+
+@dataclass
+class SentenceEndFrame(DataFrame):
+    """The reply text pushed so far ends with a whole sentence.
+
+    The spoken-reply shaper pushes it after a sentence it knows is complete
+    (it releases a sentence only once the words after it have begun), while
+    it holds the next sentence back until that one is whole too. A TTS that
+    waits for the next words to confirm a sentence's end (pipecat's sentence
+    aggregators do) may speak what it holds at once: otherwise the end of a
+    sentence waits for the whole next one, and the voice falls silent
+    between them when the LLM writes slowly.
+    """

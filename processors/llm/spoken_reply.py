@@ -38,6 +38,8 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import match_endofsentence
 
+from processors.frames import SentenceEndFrame
+
 # Words that open or close an address to someone ("Hello, Ava", "Thanks Ava").
 _GREETINGS = (
     r"hi|hello|hey|hiya|goodbye|bye|farewell|welcome|thanks|thank you|cheers|sure|of course|ok|okay|"
@@ -161,6 +163,11 @@ class SpokenReplyShaper:
     def sentences(self) -> int:
         """Whole sentences released so far."""
         return self._sentences
+
+    @property
+    def ends_sentence(self) -> bool:
+        """Whether the text released so far ends with a whole sentence."""
+        return bool(self._released) and self._sentence_start
 
     @property
     def done(self) -> bool:
@@ -364,6 +371,8 @@ class SpokenReplyProcessor(ReplyRewriter):
             text = self._shaper.feed(frame.text)
             if text:
                 await self._push_text(text, frame)
+                if self._shaper.ends_sentence and not frame.skip_tts:
+                    await self.push_frame(SentenceEndFrame())
             return
         if isinstance(frame, LLMFullResponseStartFrame):
             self._shaper.reset()

@@ -4,7 +4,8 @@ import re
 from collections.abc import AsyncIterator
 
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
-from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+from pipecat.utils.string import SENTENCE_ENDING_PUNCTUATION
+from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator, _LookaheadState
 
 # A clause break: , ; : or a dash, followed by a space (so "1,000" is not one).
 CLAUSE_BREAK = re.compile(r"(?<=[^\d\s])[,;:](?=\s)|\s[-–—](?=\s)")
@@ -74,6 +75,21 @@ class FirstClauseTextAggregator(SimpleTextAggregator):
             head, self._text = self._text[:cut], self._text[cut:]
             self._first_sent = True
             yield Aggregation(text=head.strip(), type=TextType.SENTENCE)
+
+    def take_sentence(self) -> Aggregation | None:
+        """What the buffer holds, if it ends a sentence, without waiting for the words after it.
+
+        For a source that vouches the sentence is whole (see
+        ``processors.frames.SentenceEndFrame``); the reply goes on, so the
+        next chunk is not a first clause.
+        """
+        text = self._text.strip()
+        if not text or text[-1] not in SENTENCE_ENDING_PUNCTUATION:
+            return None
+        self._text = ""
+        self._lookahead_state = _LookaheadState.IDLE
+        self._first_sent = True
+        return Aggregation(text=text, type=TextType.SENTENCE)
 
     async def flush(self) -> Aggregation | None:
         """End of a reply: the next reply starts with a clause again."""

@@ -9,10 +9,11 @@ from pathlib import Path
 from loguru import logger
 from piper import PiperVoice, SynthesisConfig
 from pipecat.frames.frames import ErrorFrame, Frame
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-from processors.frames import PhonemeTimingFrame
+from processors.frames import PhonemeTimingFrame, SentenceEndFrame
 from processors.tts.first_clause import FirstClauseTextAggregator
 
 # How often (at most) a long synthesis tells pipecat its audio context is still in use.
@@ -134,6 +135,15 @@ class PiperPhonemeTTSService(TTSService):
         self._syn_config = SynthesisConfig(
             length_scale=1.0 / speed, noise_scale=noise_scale, noise_w_scale=noise_w
         )
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """As ``TTSService``; a whole sentence vouched for by the reply's shaper is spoken without lookahead."""
+        if isinstance(frame, SentenceEndFrame) and direction == FrameDirection.DOWNSTREAM:
+            sentence = self._text_aggregator.take_sentence()
+            if sentence is not None:
+                await self.stop_text_aggregation_metrics()
+                await self._handle_aggregated_text(self._aggregated_text_frame(sentence))
+        await super().process_frame(frame, direction)
 
     def can_generate_metrics(self) -> bool:
         """Piper reports TTFB and usage metrics."""

@@ -1,10 +1,22 @@
 """Piper with phoneme timing: synthesise, check the timing, transcribe it back."""
 
+import time
+
 import numpy as np
 import pytest
 import soxr
-from pipecat.frames.frames import TranscriptionFrame, TTSAudioRawFrame, TTSSpeakFrame
-from pipecat.tests.utils import run_test
+from pipecat.frames.frames import (
+    Frame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.tests.utils import SleepFrame, run_test
 
 from processors.frames import PhonemeTimingFrame
 from processors.stt.whisper import LocalWhisperSTTService
@@ -111,3 +123,46 @@ async def test_text_that_stops_mid_sentence_after_a_full_one(settings):
     audio, rate, _ = await synthesise(settings, "Lisbon is lovely. I'd love to recommend pastel de nata")
     _, tail = first_and_last_sound_ms(audio, rate)
     assert tail <= 90, f"{tail} ms of silence after a piece cut mid-sentence"
+
+
+class _Tap(FrameProcessor):
+    """Records when each frame of a kind passes."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.seen: list[tuple[float, Frame]] = []
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, self.kind):
+            self.seen.append((time.monotonic(), frame))
+        await self.push_frame(frame, direction)
+
+
+async def test_a_whole_sentence_is_spoken_while_the_llm_is_still_writing_the_next(settings):
+    """The end of a sentence does not wait for the whole next one (a slow LLM left the voice silent seconds)."""
+    from processors.llm.spoken_reply import SpokenReplyProcessor
+
+    llm_out, voice = _Tap(LLMTextFrame), _Tap(PhonemeTimingFrame)
+    tts = PiperPhonemeTTSService(voice_path=piper_voice(None, cache_dir=settings.cvi_cache_dir))
+    first = "Lisbon is a lovely city to walk in. Sardines are".split()
+    rest = "best in Alfama.".split()
+    await run_test(
+        Pipeline([llm_out, SpokenReplyProcessor(persona_name="Ava", max_tokens=90), tts, voice]),
+        frames_to_send=[
+            LLMFullResponseStartFrame(),
+            *[LLMTextFrame(w + " ") for w in first],
+            SleepFrame(3.0),  # the LLM is slow to finish the second sentence
+            *[LLMTextFrame(w + " ") for w in rest],
+            LLMFullResponseEndFrame(),
+        ],
+        expected_down_frames=None,
+    )
+    resumed_at = next(t for t, f in llm_out.seen if f.text == "best ")
+    before = [f for t, f in voice.seen if t < resumed_at]
+    spoken = "".join(p for f in before for p, _ in f.phonemes)
+    # The first clause and the rest of the first sentence, both before the LLM goes on.
+    assert len(before) == 2, [len(f.phonemes) for f in before]
+    assert len(voice.seen) == 3
+    assert "w" in spoken  # "walk"
