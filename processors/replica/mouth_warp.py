@@ -6,9 +6,10 @@ chin, and triangulates them once (Delaunay) inside a rectangle of the lower
 face whose edges stay put. Per frame, the mouth parameters move the points:
 the jaw drops (the chin most, the jaw's sides less, the lower lip with it),
 the corners spread or come together, the lips press. Each triangle is then
-mapped back to the portrait by its own affine transform: a label image says
-which triangle covers each pixel (only the triangles that moved are drawn),
-the per-triangle transforms become one ``cv2.remap`` of the lower face. So the
+mapped back to the portrait by its own affine transform: each pixel of a
+half-resolution grid takes the transform of the triangle that covers it (a
+compiled loop over the triangles that moved), and the maps, scaled up, become
+one ``cv2.remap`` of the lower face. So the
 real lips part and the chin drops; inside the warped inner lip contour a
 mouth cavity is painted (shaded, upper teeth under the upper lip, a hint of
 tongue and lower teeth when wide open) and blended at its edge.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 
 import cv2
+import numba
 import numpy as np
 from scipy.spatial import Delaunay
 
@@ -43,6 +45,93 @@ from processors.replica.mesh import (
 JAW_DROP = 0.10
 # Labels are drawn with this many fractional bits (cv2 drawing ``shift``).
 _SHIFT = 4
+
+
+@numba.njit(cache=True, nogil=True)
+def _triangle_maps(local, order, affine, x0, y0, map_x, map_y):  # pragma: no cover - compiled
+    """The warp's maps on the half-resolution grid, triangle by triangle.
+
+    Grid pixel ``(i, j)`` is frame point ``(x0 + 2j + 0.5, y0 + 2i + 0.5)``;
+    ``local`` has the triangles in grid units. A pixel whose centre is
+    inside triangle ``t`` gets ``affine[t + 1]`` (frame to portrait) applied
+    to it, later triangles in ``order`` over earlier ones; the rest keep the
+    identity. (One pass instead of a label image and six lookups.)
+    """
+    h, w = map_x.shape
+    for i in range(h):
+        for j in range(w):
+            map_x[i, j] = x0 + 2 * j + 0.5
+            map_y[i, j] = y0 + 2 * i + 0.5
+    for t in order:
+        ax, ay = local[t, 0, 0], local[t, 0, 1]
+        bx, by = local[t, 1, 0], local[t, 1, 1]
+        cx, cy = local[t, 2, 0], local[t, 2, 1]
+        area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+        if area == 0.0:
+            continue
+        sign = 1.0 if area > 0.0 else -1.0
+        j0 = max(0, int(math.ceil(min(ax, bx, cx))))
+        j1 = min(w - 1, int(math.floor(max(ax, bx, cx))))
+        i0 = max(0, int(math.ceil(min(ay, by, cy))))
+        i1 = min(h - 1, int(math.floor(max(ay, by, cy))))
+        a0, a1, a2, a3, a4, a5 = affine[t + 1]
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                if (
+                    sign * ((bx - ax) * (i - ay) - (by - ay) * (j - ax)) >= 0.0
+                    and sign * ((cx - bx) * (i - by) - (cy - by) * (j - bx)) >= 0.0
+                    and sign * ((ax - cx) * (i - cy) - (ay - cy) * (j - cx)) >= 0.0
+                ):
+                    fx = x0 + 2 * j + 0.5
+                    fy = y0 + 2 * i + 0.5
+                    map_x[i, j] = a0 * fx + a1 * fy + a2
+                    map_y[i, j] = a3 * fx + a4 * fy + a5
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_cavity(region, alpha, y0, top, bottom, centre, colours, tongue_amt, patches, patch_alphas, offsets, band, lower_band):  # pragma: no cover - compiled
+    """Paint the mouth cavity into ``region`` (uint8, its first row frame row ``y0``), blended by ``alpha``.
+
+    Per column: the inner lips' ``top`` and ``bottom`` and how central it is
+    (``centre``, 1 mid-mouth to 0 at the corners). ``colours``: RGB rows of
+    the cavity near the lips, deep inside, the tongue, the teeth. The
+    portrait's own teeth come as layers (``patches`` with ``patch_alphas``,
+    top-left at ``offsets`` (row, column) in the region); without them (no
+    layers) the upper teeth are painted as a band of ``band`` pixels under
+    the upper lip and the lower ones ``lower_band`` pixels over the lower lip.
+    """
+    h, w = alpha.shape
+    for r in range(h):
+        y = y0 + r
+        for c in range(w):
+            a = alpha[r, c]
+            if a <= 0.0:
+                continue
+            depth = min(max((y - top[c]) / max(bottom[c] - top[c], 1e-3), 0.0), 1.0)
+            edge = abs(2.0 * depth - 1.0)
+            # Darker deep inside and towards the middle of the opening.
+            shade = min(max(0.35 + 0.65 * edge * math.sqrt(edge), 0.0), 1.0) * (1.0 - 0.4 * centre[c])
+            t = 0.0
+            if tongue_amt > 0.01:
+                t = min(max((depth - 0.55) / 0.25, 0.0), 1.0) * (min(max(centre[c] * 1.6, 0.0), 1.0) * tongue_amt * 0.8)
+            upper = 0.0
+            lower = 0.0
+            if patches.shape[0] == 0:
+                upper = min(max(top[c] + band[c] - y + 0.5, 0.0), 1.0) * min(max(y - top[c] + 1.0, 0.0), 1.0)
+                if lower_band[c] > 0.0:
+                    lower = min(max(y - (bottom[c] - lower_band[c]) + 0.5, 0.0), 1.0) * 0.7
+            for k in range(3):
+                col = colours[1, k] + (colours[0, k] - colours[1, k]) * shade
+                col = col * (1.0 - t) + colours[2, k] * t
+                for n in range(patches.shape[0]):
+                    lr = r - offsets[n, 0]
+                    lc = c - offsets[n, 1]
+                    if 0 <= lr < patches.shape[1] and 0 <= lc < patches.shape[2]:
+                        la = patch_alphas[n, lr, lc]
+                        col = col * (1.0 - la) + patches[n, lr, lc, k] * la
+                col = col * (1.0 - upper) + colours[3, k] * (0.7 + 0.25 * centre[c]) * upper
+                col = col * (1.0 - lower) + colours[3, k] * 0.65 * lower
+                region[r, c, k] = np.uint8(min(region[r, c, k] * (1.0 - a) + col * a + 0.5, 255.0))
 
 
 def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
@@ -206,16 +295,32 @@ class MouthWarp:
         # scaled up: the warp is piecewise linear and continuous, so bilinear
         # upscaling reproduces it.
         h2, w2 = (y1 - y0 + 1) // 2, (x1 - x0 + 1) // 2
-        gy, gx = np.mgrid[0:h2, 0:w2].astype(np.float32)
-        self._gx = x0 + 2 * gx + 0.5
-        self._gy = y0 + 2 * gy + 0.5
-        self._label = np.zeros((h2, w2), np.int32)
+        self._half_x = np.zeros((h2, w2), np.float32)
+        self._half_y = np.zeros((h2, w2), np.float32)
 
         self._teeth = self._portrait_teeth(iu, il)
         if self._teeth is not None:
             # Where the inner lips are at rest (the teeth move with them).
             self._teeth["upper_rest_y"] = float(self.rest[iu_idx, 1].mean())
             self._teeth["lower_rest_y"] = float(self.rest[il_idx, 1].mean())
+            # The layers as the cavity painter takes them: upper teeth, then lower.
+            self._teeth["patches"] = np.ascontiguousarray(
+                np.stack([self._teeth["patch"], self._teeth["lower_patch"]]), np.float32
+            )
+            self._teeth["alphas"] = np.ascontiguousarray(np.stack([self._teeth["upper"], self._teeth["lower"]]), np.float32)
+        self._no_patches = (np.zeros((0, 1, 1, 3), np.float32), np.zeros((0, 1, 1), np.float32), np.zeros((0, 2), np.int64))
+        self._colours = np.array([self._CAVITY, self._CAVITY_BACK, self._TONGUE, self._TEETH], np.float32)
+        self._compile()
+
+    def _compile(self) -> None:
+        """Compile the loops (or load them from numba's cache) now, not on the first frame that opens the mouth."""
+        x0, y0 = self.box[:2]
+        no_triangles = np.zeros((0, 3, 2)), np.zeros(0, np.int64), np.zeros((1, 6), np.float32)
+        _triangle_maps(*no_triangles, float(x0), float(y0), self._half_x, self._half_y)
+        region = np.zeros((3, 3, 3), np.uint8)[1:, 1:]  # a view, as a frame's region is
+        column = np.zeros(2, np.float32)
+        _paint_cavity(region, np.zeros((2, 2), np.float32), 0.0, column, column, column, self._colours, 0.0,
+                      *self._no_patches, column, column)
 
     # --- Geometry per frame ---------------------------------------------------------
 
@@ -279,22 +384,6 @@ class MouthWarp:
         return {"patch": patch, "origin": (bx0, by0), "upper": upper.astype(np.float32),
                 "lower_patch": patch * 0.8, "lower": (0.9 * lower).astype(np.float32)}
 
-    @staticmethod
-    def _layer(colour: np.ndarray, origin: tuple[int, int], patch: np.ndarray, alpha: np.ndarray,
-               at: tuple[int, int]) -> None:
-        """Blend ``patch`` (with ``alpha``) placed at ``at`` into ``colour`` whose top-left is ``origin``."""
-        ox, oy = at[0] - origin[0], at[1] - origin[1]
-        h, w = colour.shape[:2]
-        ph, pw = alpha.shape
-        cx0, cy0 = max(0, ox), max(0, oy)
-        cx1, cy1 = min(w, ox + pw), min(h, oy + ph)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return
-        a = alpha[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
-        p = patch[cy0 - oy : cy1 - oy, cx0 - ox : cx1 - ox]
-        region = colour[cy0:cy1, cx0:cx1]
-        region[:] = cv2.blendLinear(region, p, 1.0 - a, a)
-
     # --- Drawing ----------------------------------------------------------------------
 
     def render_into(self, frame: np.ndarray, mouth: np.ndarray) -> None:
@@ -334,22 +423,12 @@ class MouthWarp:
         affine[1:, 2] = shift[:, 0]
         affine[1:, 3:5] = lin[:, 1]
         affine[1:, 5] = shift[:, 1]
-        label = self._label
-        label.fill(0)
-        local = np.round((dst - np.array([x0 + 0.5, y0 + 0.5])) * (0.5 * (1 << _SHIFT))).astype(np.int32)
+        local = (dst - np.array([x0 + 0.5, y0 + 0.5])) * 0.5
         # Squeezed triangles first, so that their neighbours win the pixels they share.
         order = np.concatenate([np.nonzero(squeezed)[0], np.nonzero(~squeezed & ok)[0]])
-        polys = list(local)
-        for t in order.tolist():
-            cv2.fillConvexPoly(label, polys[t], t + 1, lineType=cv2.LINE_8, shift=_SHIFT)
-        gx, gy = self._gx, self._gy
-        map_x = affine[:, 0][label] * gx
-        map_x += affine[:, 1][label] * gy
-        map_x += affine[:, 2][label]
-        map_y = affine[:, 3][label] * gx
-        map_y += affine[:, 4][label] * gy
-        map_y += affine[:, 5][label]
-        size = (2 * label.shape[1], 2 * label.shape[0])
+        map_x, map_y = self._half_x, self._half_y
+        _triangle_maps(local, order, affine, float(x0), float(y0), map_x, map_y)
+        size = (2 * map_x.shape[1], 2 * map_x.shape[0])
         map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
         map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
         if squeezed.any():
@@ -410,56 +489,36 @@ class MouthWarp:
         alpha = cv2.GaussianBlur(mask, (3, 3), 0.8).astype(np.float32)
         alpha *= strength / 255.0
 
-        # Per column: the inner lips' edges; per pixel: how deep between them.
-        ys = np.arange(by0, by1, dtype=np.float32)[:, None]
+        # Per column: the inner lips' edges and how central it is.
         xs = np.arange(bx0, bx1, dtype=np.float32)
         upper = pts[self._iu_idx]
         lower_full = pts[self._il_full_idx]
         top = np.interp(xs, upper[:, 0], upper[:, 1]).astype(np.float32)
         bottom = np.interp(xs, lower_full[:, 0], lower_full[:, 1]).astype(np.float32)
-        gap = np.maximum(bottom - top, 1e-3)
-        depth = np.clip((ys - top) / gap, 0.0, 1.0)
         ux = upper[:, 0].tolist()
         mid_x = sum(ux) / len(ux)
         half = max((max(ux) - min(ux)) / 2, 1.0)
         centre = np.clip(1.0 - ((xs - mid_x) / half) ** 2, 0.0, 1.0)
-        # Darker deep inside and towards the middle of the opening.
-        edge = np.abs(2 * depth - 1)
-        shade = np.clip(0.35 + 0.65 * edge * np.sqrt(edge), 0, 1) * (1.0 - 0.4 * centre)
-        colour = shade[..., None] * (self._CAVITY - self._CAVITY_BACK) + self._CAVITY_BACK
         tongue_amt = max(tongue, 0.8 * max(0.0, open_ - 0.3))
-        if tongue_amt > 0.01:
-            t = np.clip((depth - 0.55) / 0.25, 0, 1) * (np.clip(centre * 1.6, 0, 1) * (tongue_amt * 0.8))
-            colour = cv2.blendLinear(colour, self._tongue_like(colour), 1.0 - t, t)
         if self._teeth is not None:
             # The portrait's own teeth: the upper ones where they were, the
             # lower ones carried down with the lower lip.
-            teeth_layer = self._teeth
-            lift = float(upper[:, 1].sum()) / len(upper) - teeth_layer["upper_rest_y"]
-            drop = float(pts[self._il_idx, 1].sum()) / len(self._il_idx) - teeth_layer["lower_rest_y"]
-            ox, oy = teeth_layer["origin"]
-            self._layer(colour, (bx0, by0), teeth_layer["patch"], teeth_layer["upper"],
-                        (ox, oy + int(round(lift))))
-            self._layer(colour, (bx0, by0), teeth_layer["lower_patch"], teeth_layer["lower"],
-                        (ox, oy + int(round(drop))))
+            layer = self._teeth
+            lift = float(upper[:, 1].sum()) / len(upper) - layer["upper_rest_y"]
+            drop = float(pts[self._il_idx, 1].sum()) / len(self._il_idx) - layer["lower_rest_y"]
+            ox, oy = layer["origin"]
+            patches, patch_alphas = layer["patches"], layer["alphas"]
+            offsets = np.array([[oy + round(lift) - by0, ox - bx0], [oy + round(drop) - by0, ox - bx0]], np.int64)
+            band = lower_band = np.zeros(len(xs), np.float32)
         else:
-            # Painted upper teeth: a band under the upper lip, darker towards the corners.
-            band = (0.16 * self.u * (0.5 + 0.5 * teeth)) * np.sqrt(centre)
-            band = np.minimum(band, 0.55 * gap)
-            upper_teeth = np.clip(top + band - ys + 0.5, 0.0, 1.0) * np.clip(ys - top + 1.0, 0.0, 1.0)
-            tooth = np.broadcast_to(((0.7 + 0.25 * centre)[:, None] * self._TEETH)[None], colour.shape)
-            colour = cv2.blendLinear(colour, np.ascontiguousarray(tooth), 1.0 - upper_teeth, upper_teeth)
+            # Painted upper teeth: a band under the upper lip, darker towards the corners;
+            # a hint of the lower teeth when the mouth is well open.
+            patches, patch_alphas, offsets = self._no_patches
+            band = np.minimum((0.16 * self.u * (0.5 + 0.5 * teeth)) * np.sqrt(centre), 0.55 * np.maximum(bottom - top, 1e-3))
+            lower_band = np.zeros_like(centre)
             if open_ > 0.35:
-                # A hint of the lower teeth when the mouth is well open.
-                lb = 0.06 * self.u * min(1.0, (open_ - 0.35) / 0.3) * np.sqrt(centre)
-                lower_teeth = np.clip(ys - (bottom - lb) + 0.5, 0.0, 1.0) * 0.7
-                lower_colour = np.broadcast_to(self._TEETH * 0.65, colour.shape)
-                colour = cv2.blendLinear(colour, np.ascontiguousarray(lower_colour), 1.0 - lower_teeth, lower_teeth)
-        region = frame[by0:by1, bx0:bx1]
-        blended = cv2.blendLinear(region.astype(np.float32), colour, 1.0 - alpha, alpha)
-        blended += 0.5  # rounded (blendLinear divides by the weights' sum plus 1e-5)
-        region[:] = blended
-
-    def _tongue_like(self, colour: np.ndarray) -> np.ndarray:
-        """An image of ``colour``'s shape in the tongue's colour."""
-        return np.ascontiguousarray(np.broadcast_to(self._TONGUE, colour.shape))
+                lower_band = 0.06 * self.u * min(1.0, (open_ - 0.35) / 0.3) * np.sqrt(centre)
+        _paint_cavity(
+            frame[by0:by1, bx0:bx1], alpha, float(by0), top, bottom, centre.astype(np.float32), self._colours,
+            float(tongue_amt), patches, patch_alphas, offsets, band.astype(np.float32), lower_band.astype(np.float32),
+        )
