@@ -53,7 +53,7 @@ from processors.replica.assets import (
     replica_id_from_name,
     write_replica,
 )
-from processors.replica.mesh import LIPS_OUTER_LOWER, LIPS_OUTER_UPPER, ReplicaMesh
+from processors.replica.mesh import JAW_LINE, ReplicaMesh
 
 VIDEO_FILE = "video.npz"
 MIN_DURATION_S = 10.0
@@ -376,11 +376,15 @@ class _Canonical:
     points: np.ndarray  # (468, 2) mean mesh in 512 coords
     box: tuple[int, int, int, int]  # x0, y0, w, h of the lower face
     mask: np.ndarray  # (h, w) uint8
-    skin: np.ndarray  # (h, w) float32 weights: cheeks and upper lip skin, the same in every mouth shape
 
 
-def _canonical(out_points: np.ndarray, frames: np.ndarray) -> _Canonical:
-    pts = np.nanmean(out_points[frames], axis=0)
+def _canonical(pts: np.ndarray, jaws: list[np.ndarray]) -> _Canonical:
+    """The lower-face box on the mean face ``pts`` and its mask.
+
+    ``jaws`` are the jaw lines (``JAW_LINE`` points, canonical coordinates) of
+    the bank's mouths: the mask stops just below the lowest of them, so the
+    neck and collar under the chin are the loop frame's own.
+    """
     d = float(_eye_distance(pts[None])[0])
     mouth = pts[list(_MOUTH_CORNERS)].mean(axis=0)
     nose_y = float(pts[_NOSE_BOTTOM, 1])
@@ -392,28 +396,31 @@ def _canonical(out_points: np.ndarray, frames: np.ndarray) -> _Canonical:
     w, h = x1 - x0, y1 - y0
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     ry = (chin_y + 0.42 * d - y0) / 2
-    cx, cy, rx = mouth[0] - x0, ry, 0.85 * d
+    cx, cy, rx = mouth[0] - x0, ry, 0.8 * d
     inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2
     mask = np.clip((1.0 - inside) / 0.35, 0.0, 1.0)
     # Fade in below the nose so the nostrils are never pasted.
     mask *= np.clip(ys / (0.12 * d), 0.0, 1.0)
-    mask = cv2.GaussianBlur(mask, (0, 0), 0.05 * d)
-    # Skin to match colours on: inside the mask, above the mouth line, away from the lips.
-    lips = np.concatenate([pts[list(LIPS_OUTER_UPPER)], pts[list(LIPS_OUTER_LOWER)][::-1]]) - (x0, y0)
-    away = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(away, [np.round(lips).astype(np.int32)], 1)
-    away = cv2.dilate(away, np.ones((3, 3), np.uint8), iterations=max(1, int(0.12 * d)))
-    skin = mask * (ys < mouth[1] - y0) * (1 - away)
-    return _Canonical(
-        points=pts.astype(np.float32), box=(x0, y0, w, h), mask=(mask * 255).round().astype(np.uint8),
-        skin=skin.astype(np.float32),
-    )
+    face = np.zeros((h, w), np.uint8)
+    for jaw in jaws:
+        above = np.vstack([[jaw[0, 0], -h], jaw, [jaw[-1, 0], -h]]) - (x0, y0)
+        cv2.fillPoly(face, [np.round(above).astype(np.int32)], 1)
+    # Inside the jaw lines only (the blur feathers across them): the background and collar beside
+    # the jaw move with the body, not the mouth.
+    mask *= face
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.04 * d)
+    return _Canonical(points=pts.astype(np.float32), box=(x0, y0, w, h), mask=(mask * 255).round().astype(np.uint8))
 
 
-def skin_colour(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Mean RGB of ``image`` under ``weights`` (same height and width)."""
-    total = float(weights.sum()) + 1e-6
-    return (image.reshape(-1, 3).astype(np.float32) * weights.reshape(-1, 1)).sum(axis=0) / total
+def face_light(frame: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Mean RGB of the upper cheeks and nose (between the eyes' outer corners, from just below
+    the eyes to the nose's bottom): how the face is lit, whatever the mouth and the eyelids do."""
+    x0, x1 = sorted((float(pts[33, 0]), float(pts[263, 0])))
+    eye_y = (float(pts[33, 1]) + float(pts[263, 1])) / 2
+    nose_y = float(pts[_NOSE_BOTTOM, 1])
+    y0 = eye_y + 0.3 * (nose_y - eye_y)
+    region = frame[max(0, int(y0)) : max(0, int(nose_y)), max(0, int(x0)) : max(0, int(x1))]
+    return region.reshape(-1, 3).astype(np.float32).mean(axis=0) if region.size else np.full(3, 128, np.float32)
 
 
 def _landmarks_from_mesh(pts: np.ndarray) -> FaceLandmarks:
@@ -497,7 +504,7 @@ def create_video_replica(
     in_frame = _apply(crop, analysis.points.reshape(-1, 2)).reshape(-1, 468, 2)
     out_points = np.where(meshed[:, None, None], in_frame, np.nan)
     start, end, fade = _pick_loop(analysis, meshed, out_points)
-    canon = _canonical(out_points, np.arange(start, end))
+    mean_face = np.nanmean(out_points[start:end], axis=0)
     rigid = list(RIGID_POINTS)
 
     # Bank: mouths measured per frame; each frame's lower face warped onto the canonical face.
@@ -505,9 +512,11 @@ def create_video_replica(
     to_canon = [None] * len(meshed)
     residual = np.full(len(meshed), np.inf)
     for i in np.nonzero(meshed)[0]:
-        to_canon[i], residual[i] = _similarity(out_points[i, rigid], canon.points[rigid])
+        to_canon[i], residual[i] = _similarity(out_points[i, rigid], mean_face[rigid])
     usable = meshed & (residual < np.percentile(residual[meshed], 90) + 0.5)
     bank = _pick_bank(measures, residual, usable)
+    jaws = [_apply(to_canon[i], out_points[i, list(JAW_LINE)]) for i in bank] + [mean_face[list(JAW_LINE)]]
+    canon = _canonical(mean_face, jaws)
 
     # Extraction at full resolution: the loop (with the frames the seam fades into) and the bank.
     x0, y0, bw, bh = canon.box
@@ -515,17 +524,19 @@ def create_video_replica(
     wanted = set(range(start - fade, end)) | set(bank)
     loop_frames: dict[int, np.ndarray] = {}
     crops: dict[int, np.ndarray] = {}
+    bank_light: dict[int, np.ndarray] = {}
     for i, rgb in enumerate(_frames(path)):
         if i not in wanted:
             continue
         if start - fade <= i < end:
             loop_frames[i] = cv2.warpAffine(
-                rgb, crop, (PORTRAIT_SIZE, PORTRAIT_SIZE), flags=cv2.INTER_AREA if crop[0, 0] < 1 else cv2.INTER_CUBIC,
+                rgb, crop, (PORTRAIT_SIZE, PORTRAIT_SIZE), flags=cv2.INTER_LINEAR if crop[0, 0] < 1 else cv2.INTER_CUBIC,
                 borderMode=cv2.BORDER_REPLICATE,
             )
         if i in bank:
             m = _compose(shift, _compose(to_canon[i], crop))
             crops[i] = cv2.warpAffine(rgb, m, (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            bank_light[i] = face_light(rgb, analysis.points[i])
     loop, loop_points = [], []
     for k, i in enumerate(range(start, end)):
         frame, pts = loop_frames[i], out_points[i]
@@ -590,11 +601,8 @@ def create_video_replica(
             "bank_crops": np.stack([crops[i] for i in bank]),
             "bank_measures": bank_measures,
             "mask": canon.mask,
-            "bank_skin": np.stack([skin_colour(crops[i], canon.skin) for i in bank]).astype(np.float32),
-            "loop_skin": np.stack([
-                skin_colour(cv2.warpAffine(f, m, (bw, bh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP), canon.skin)
-                for f, m in zip(loop, placements)
-            ]).astype(np.float32),
+            "bank_light": np.stack([bank_light[i] for i in bank]),
+            "loop_light": np.stack([face_light(f, p) for f, p in zip(loop, loop_points)]),
         },
     )
 

@@ -4,7 +4,8 @@
 (decoded from JPEG), and, when the pose's mouth is not at rest, the lower
 face from the replica's mouth bank whose measured shape (inner-lip gap and
 mouth width) is closest to the viseme's, blended with the runner-up, its
-colours scaled so its cheeks match the loop frame's, warped onto the loop
+colours scaled by the light on the upper face in its frame and in the loop
+frame, warped onto the loop
 frame's face (a similarity from the rigid points stored per
 loop frame) and feathered in with the bank's mask. Blinks, gaze and head
 motion are the person's own, from the loop; the pose's are not used.
@@ -64,8 +65,8 @@ class VideoRig:
         self._placements = arrays["loop_placements"].astype(np.float64)
         self._bank = arrays["bank_crops"]
         self._mask = arrays["mask"].astype(np.float32) / 255.0
-        self._bank_skin = arrays["bank_skin"]
-        self._loop_skin = arrays["loop_skin"]
+        self._bank_light = arrays["bank_light"]
+        self._loop_light = arrays["loop_light"]
         self.frame_count = len(self._offsets) - 1
         shapes = meta["mouth_shapes"]
         self._gap_rest, self._gap_max = shapes["gap_rest"], shapes["gap_max"]
@@ -108,15 +109,16 @@ class VideoRig:
         return np.array([gap, w], np.float32)
 
     def _mouth_patch(self, mouth: np.ndarray, index: int) -> np.ndarray:
-        """The bank's mouth for ``mouth``, its colours matched to loop frame ``index``'s skin."""
+        """The bank's mouth for ``mouth``, its colours matched to loop frame ``index``'s light."""
         first, second, w = self._closest(mouth)
         patch = self._bank[first].astype(np.float32)
-        skin = self._bank_skin[first]
+        light = self._bank_light[first]
         if w < 1.0:
             patch = patch * w + self._bank[second].astype(np.float32) * (1.0 - w)
-            skin = skin * w + self._bank_skin[second] * (1.0 - w)
-        # Light that changed during the video (exposure, a cloud): the bank's skin takes the loop frame's.
-        gain = np.clip(self._loop_skin[index] / np.maximum(skin, 1.0), 0.7, 1.4).astype(np.float32)
+            light = light * w + self._bank_light[second] * (1.0 - w)
+        # Light that changed during the video (exposure, a cloud): each channel scaled by how much
+        # brighter the loop frame's upper face is than the bank mouth's frame's.
+        gain = np.clip(self._loop_light[index] / np.maximum(light, 1.0), 0.7, 1.4).astype(np.float32)
         return np.minimum(patch * gain, 255.0)
 
     def _closest(self, mouth: np.ndarray) -> tuple[int, int, float]:

@@ -144,8 +144,10 @@ def test_speech_opens_the_mouth_rounds_and_spreads_it_and_rest_gives_the_loop_ba
     shapes = replica.metadata["video"]["mouth_shapes"]
     opened = shapes["gap_max"] - shapes["gap_rest"]  # the widest the person opened (eye distances)
     assert opened > 0.1
-    assert seen[Viseme.AA][0] > gap_rest + 0.6 * opened
-    assert seen[Viseme.PBM][0] < seen[Viseme.AA][0] - 0.6 * opened
+    # Measured again on the pasted frame, the widest mouth comes out 0.5-0.9 of what it measured in
+    # its own frame; with one bank mouth for every viseme it would be 0.35.
+    assert seen[Viseme.AA][0] > gap_rest + 0.45 * opened
+    assert seen[Viseme.PBM][0] < seen[Viseme.AA][0] - 0.45 * opened
     assert seen[Viseme.E][0] > seen[Viseme.PBM][0]
     assert seen[Viseme.O][1] < seen[Viseme.I][1] - 0.03  # rounded narrower than spread
     # The mouth sits where the face is: the rest of the frame is the loop's.
@@ -165,23 +167,28 @@ def _cheeks(frame, lm) -> float:
     return float(np.concatenate([left.reshape(-1, 3), right.reshape(-1, 3)]).mean())
 
 
-def test_mouths_filmed_in_other_light_take_the_loop_frames_colours(tmp_path, finder):
-    """The light dims by 20 % while the person talks: the pasted mouths are brightened to the loop's."""
+def test_mouths_filmed_in_other_light_take_the_loop_frames_colours(tmp_path, finder, replica):
+    """The light dims by 20 % while the person talks: the pasted mouths are brightened to the loop's.
+
+    Judged against the same video filmed in even light (the module's replica): the cheeks beside
+    each mouth, relative to the cheeks at rest, come out the same.
+    """
     video = write_video(tmp_path / "dimmed.mp4", portrait_frames(11, VIDEO_FPS, talking_brightness=0.8), VIDEO_FPS)
     create_video_replica(video, "Dimmed", tmp_path / "replicas", mesh_finder=finder)
-    replica = load_replica("dimmed", tmp_path / "replicas")
-    rig = VideoRig(replica)
+    dimmed = load_replica("dimmed", tmp_path / "replicas")
+    rigs = (VideoRig(dimmed), VideoRig(replica))
     lm = replica.landmarks
     ratios = []
     for t in (0.0, 0.8, 1.6, 2.4):
-        rest = _cheeks(rig.render(FacePose(), t), lm)
-        for viseme in (Viseme.AA, Viseme.O, Viseme.I):
-            ratios.append(_cheeks(rig.render(FacePose(mouth=viseme.value.as_array()), t), lm) / rest)
-    print(f"cheeks speaking / at rest: {np.round(ratios, 3).tolist()}")
-    # Without the match they are 9 % darker on average (0.85-0.95); skin that the mouth's own motion
-    # moves (an O pulls the cheeks in) leaves a few % either way.
+        for viseme in (Viseme.AA, Viseme.O, Viseme.I, Viseme.E):
+            dim, even = (
+                _cheeks(rig.render(FacePose(mouth=viseme.value.as_array()), t), lm) / _cheeks(rig.render(FacePose(), t), lm)
+                for rig in rigs
+            )
+            ratios.append(dim / even)
+    print(f"cheeks beside the mouth, dimmed video / even light: {np.round(ratios, 3).tolist()}")
     assert 0.97 < np.mean(ratios) < 1.03
-    assert 0.93 < min(ratios) and max(ratios) < 1.07
+    assert 0.94 < min(ratios) and max(ratios) < 1.06
 
 
 @pytest.mark.models
@@ -200,8 +207,9 @@ def test_the_mouth_follows_the_voice_through_the_renderer_path(replica, finder, 
     print(f"video replica: lag {lag * 1000 / FPS:.0f} ms, correlation {corr:.2f}; "
           f"the photo replica: lag {photo_lag * 1000 / FPS:.0f} ms, correlation {photo_corr:.2f}")
     assert abs(lag) <= 1
-    # This judge (a mesh at 25 fps against loudness) gives the photo replica about 0.6.
-    assert corr > 0.45 and corr > photo_corr - 0.1
+    # This judge (a mesh at 25 fps against loudness) gives the photo replica 0.59-0.67, the video
+    # replica filmed from it 0.56-0.64 (its bank holds the mouths the photo rig drew, at 25 fps).
+    assert corr > 0.45 and corr > photo_corr - 0.15
     assert gaps[-3:].max() < gaps.max() - 0.1  # closed again after the voice
 
 
