@@ -74,7 +74,7 @@ def _mouth(finder, frame) -> np.ndarray:
     return mouth_measures(faces[0].mesh.points[:, :2])
 
 
-def test_the_folder_is_a_replica_like_any_other(replicas, replica):
+def test_the_folder_is_a_replica_like_any_other(replicas, replica, talking_video, finder):
     assert list_replicas(replicas) == ["eileen-video"]
     assert sorted(p.name for p in replicas.iterdir()) == ["eileen-video"]  # no staging folder left
     assert replica.name == "Eileen Video"
@@ -89,6 +89,8 @@ def test_the_folder_is_a_replica_like_any_other(replicas, replica):
     assert replica.metadata["image_source"] == "eileen-talking.mp4"
     assert isinstance(make_rig(replica), VideoRig)
     assert not isinstance(make_rig(load_replica("eileen")), VideoRig)
+    with pytest.raises(ReplicaCreationError, match="replica 'eileen-video' already exists"):
+        create_video_replica(talking_video, "Eileen Video", replicas, mesh_finder=finder)
 
 
 def test_the_idle_loop_is_the_person_listening_and_loops_without_a_seam(replica, finder):
