@@ -40,6 +40,7 @@ from personas.model import Persona
 from processors import weights
 from processors.llm.llama_server import LlamaServer, find_llama_server
 from processors.llm.spoken_reply import SpokenReplyProcessor
+from processors.llm.stoppable import StoppableLLMService
 from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrategy
 from bot.perception import perception_refusals
 
@@ -433,7 +434,7 @@ def build_llm(
             )
         model = llm.model or "gpt-4.1-mini"
     extra = {"extra_body": extra_body} if extra_body else {}
-    return OpenAILLMService(
+    return StoppableLLMService(
         api_key=api_key,
         base_url=base_url,
         default_headers=llm.headers or None,

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import DataFrame
+from pipecat.frames.frames import DataFrame, SystemFrame
 
 
 @dataclass
@@ -51,4 +51,14 @@ class SentenceEndFrame(DataFrame):
     aggregators do) may speak what it holds at once: otherwise the end of a
     sentence waits for the whole next one, and the voice falls silent
     between them when the LLM writes slowly.
+    """
+
+
+@dataclass
+class StopReplyFrame(SystemFrame):
+    """Upstream, to the LLM: nothing more of the reply it is writing will be spoken; it may stop.
+
+    The spoken-reply shaper sends it once the reply has its last sentence,
+    and the cue answers once they speak in the LLM's place. On two cores the
+    tokens nobody hears take CPU from the voice and the video.
     """

@@ -43,7 +43,15 @@ class Slow:
     then: "str | ToolCall"
 
 
-Reply = Callable[[dict[str, Any]], "str | ToolCall | Failure | Slow"]
+@dataclass
+class Paced:
+    """``text`` streamed one word every ``seconds_per_word``, as a slow LLM writes."""
+
+    seconds_per_word: float
+    text: str
+
+
+Reply = Callable[[dict[str, Any]], "str | ToolCall | Failure | Slow | Paced"]
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -74,6 +82,8 @@ class FakeChatServer:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.base_url = ""
+        self.words_sent: list[int] = []  # per streamed text answer: words written before it ended or the client left
+        self.client_left: list[bool] = []
 
     def system_prompt(self, index: int = -1) -> str:
         """The system message of a request (the latest by default)."""
@@ -96,6 +106,9 @@ class FakeChatServer:
         if isinstance(answer, Slow):
             await asyncio.sleep(answer.seconds)
             answer = answer.then
+        pace = 0.0
+        if isinstance(answer, Paced):
+            pace, answer = answer.seconds_per_word, answer.text
         if isinstance(answer, Failure):
             error = {"error": {"message": answer.message, "type": "fake_error", "code": answer.status}}
             return web.json_response(error, status=answer.status)
@@ -110,8 +123,17 @@ class FakeChatServer:
             await response.write(_chunk({}, "tool_calls"))
         else:
             await response.write(_chunk({"role": "assistant", "content": ""}))
-            for word in answer.split(" "):
-                await response.write(_chunk({"content": word + " "}))
+            self.words_sent.append(0)
+            self.client_left.append(False)
+            try:
+                for word in answer.split(" "):
+                    await response.write(_chunk({"content": word + " "}))
+                    self.words_sent[-1] += 1
+                    if pace:
+                        await asyncio.sleep(pace)
+            except ConnectionError:
+                self.client_left[-1] = True
+                return response
             await response.write(_chunk({}, "stop"))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -38,7 +38,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import match_endofsentence
 
-from processors.frames import SentenceEndFrame
+from processors.frames import SentenceEndFrame, StopReplyFrame
 
 # Words that open or close an address to someone ("Hello, Ava", "Thanks Ava").
 _GREETINGS = (
@@ -363,12 +363,17 @@ class SpokenReplyProcessor(ReplyRewriter):
     ):
         super().__init__(**kwargs)
         self._shaper = SpokenReplyShaper(persona_name=persona_name, max_sentences=max_sentences, max_tokens=max_tokens)
+        self._stop_sent = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Shape reply text; pass everything else on."""
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMTextFrame) and direction == FrameDirection.DOWNSTREAM:
             text = self._shaper.feed(frame.text)
+            if self._shaper.done and not self._stop_sent:
+                # The reply has its last sentence: the LLM need not write on.
+                self._stop_sent = True
+                await self.push_frame(StopReplyFrame(), FrameDirection.UPSTREAM)
             if text:
                 await self._push_text(text, frame)
                 if self._shaper.ends_sentence and not frame.skip_tts:
@@ -376,6 +381,7 @@ class SpokenReplyProcessor(ReplyRewriter):
             return
         if isinstance(frame, LLMFullResponseStartFrame):
             self._shaper.reset()
+            self._stop_sent = False
         elif isinstance(frame, LLMFullResponseEndFrame):
             text = self._shaper.finish()
             if text:

@@ -31,6 +31,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection
 
+from processors.frames import StopReplyFrame
 from processors.llm.spoken_reply import ReplyRewriter
 
 _ASKED_STATE = {
@@ -203,6 +204,7 @@ class CueAnswerProcessor(ReplyRewriter):
                     # The whole reply at once, ended here: the voice does not
                     # wait for the LLM to finish the words it drops.
                     self.answered.append(answer)
+                    await self.push_frame(StopReplyFrame(), FrameDirection.UPSTREAM)
                     await self.push_frame(LLMTextFrame(answer))
                     await self.push_frame(LLMFullResponseEndFrame())
                 return
