@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     cvi_llama_server_bin: Path | None = None
     cvi_llm_base_url: str | None = None
     cvi_llm_model: str | None = None
-    cvi_llm_threads: int = 2
+    # One thread: llama.cpp's threads wait for each other at every layer, and on
+    # two cores shared with the bot, the browser and other programs a second
+    # thread is often descheduled; bench/llm_contention.py measured decode at
+    # 2.1 tokens/s with two threads against 8.9 with one on such a machine.
+    cvi_llm_threads: int = 1
     cvi_stt_model: str | None = None
     cvi_stt_threads: int = 2
     cvi_replicas_dir: Path = Field(
