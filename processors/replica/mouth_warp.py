@@ -291,10 +291,10 @@ class MouthWarp:
         # A squeezed triangle's pixels take the colour just above its highest source point.
         self._src_top = src[np.arange(len(src)), src[:, :, 1].argmin(axis=1)] - (0.0, 1.0)
 
-        # The maps are computed at half resolution (centres of 2x2 blocks) and
-        # scaled up: the warp is piecewise linear and continuous, so bilinear
-        # upscaling reproduces it.
-        h2, w2 = (y1 - y0 + 1) // 2, (x1 - x0 + 1) // 2
+        # The maps are computed at half resolution (centres of 2x2 blocks, one
+        # more on each side) and scaled up: the warp is piecewise linear and
+        # continuous, so bilinear upscaling reproduces it.
+        h2, w2 = (y1 - y0 + 1) // 2 + 2, (x1 - x0 + 1) // 2 + 2
         self._half_x = np.zeros((h2, w2), np.float32)
         self._half_y = np.zeros((h2, w2), np.float32)
 
@@ -423,14 +423,17 @@ class MouthWarp:
         affine[1:, 2] = shift[:, 0]
         affine[1:, 3:5] = lin[:, 1]
         affine[1:, 5] = shift[:, 1]
-        local = (dst - np.array([x0 + 0.5, y0 + 0.5])) * 0.5
+        # The half-resolution grid starts 1.5 pixels before the box, so that
+        # the maps scaled up reach its edges without being clamped there.
+        gx0, gy0 = x0 - 2, y0 - 2
+        local = (dst - np.array([gx0 + 0.5, gy0 + 0.5])) * 0.5
         # Squeezed triangles first, so that their neighbours win the pixels they share.
         order = np.concatenate([np.nonzero(squeezed)[0], np.nonzero(~squeezed & ok)[0]])
         map_x, map_y = self._half_x, self._half_y
-        _triangle_maps(local, order, affine, float(x0), float(y0), map_x, map_y)
+        _triangle_maps(local, order, affine, float(gx0), float(gy0), map_x, map_y)
         size = (2 * map_x.shape[1], 2 * map_x.shape[0])
-        map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
-        map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
+        map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)[2 : 2 + y1 - y0, 2 : 2 + x1 - x0]
+        map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)[2 : 2 + y1 - y0, 2 : 2 + x1 - x0]
         if squeezed.any():
             self._lip_maps(map_x, map_y, pts, dst, affine, order)
         frame[y0:y1, x0:x1] = cv2.remap(self.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
