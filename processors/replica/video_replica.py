@@ -304,7 +304,16 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float]:
     return m, residual
 
 
-def _pick_loop(a: _Analysis, meshed: np.ndarray, out_points: np.ndarray) -> tuple[int, int, int]:
+def _longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True."""
+    best = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return best
+
+
+def _pick_loop(path: Path, a: _Analysis, meshed: np.ndarray, out_points: np.ndarray) -> tuple[int, int, int]:
     """``(start, end, fade)``: the loop is frames ``start..end-1``; its seam matches ``end`` to ``start``."""
     n = len(meshed)
     fps = a.fps
@@ -312,7 +321,7 @@ def _pick_loop(a: _Analysis, meshed: np.ndarray, out_points: np.ndarray) -> tupl
     shortest = int(round(LOOP_S[0] * fps))
     longest = min(int(round(LOOP_S[1] * fps)), n - fade - 1)
     if longest < shortest:
-        raise ReplicaCreationError(f"video too short for a {LOOP_S[0]:.0f} s idle loop")
+        raise _refuse(path, f"{n} frames are too few for a {LOOP_S[0]:.0f} s idle loop")
     d = _eye_distance(out_points)
     d = np.where(np.isnan(d), np.nanmedian(d), d)
     norm = out_points / float(np.median(d))  # where the face is, in eye distances: head motion counts
@@ -348,7 +357,11 @@ def _pick_loop(a: _Analysis, meshed: np.ndarray, out_points: np.ndarray) -> tupl
     table = np.concatenate(rows) if rows else np.zeros((0, 6))
     table = table[table[:, 5] == 0]
     if len(table) == 0:
-        raise ReplicaCreationError(f"no {LOOP_S[0]:.0f} s stretch of the video shows the face in every frame")
+        raise _refuse(
+            path,
+            f"the face is seen without a break for at most {_longest_run(meshed) / fps:.1f} s; "
+            f"at least {LOOP_S[0] + SEAM_FADE_S:.1f} s is needed for the idle loop (keep the face in view)",
+        )
     # A listening loop: among the stretches whose mouth is about as closed as the quietest's,
     # the one whose end leads back into its start best, with a blink inside.
     quiet = table[table[:, 3] <= table[:, 3].min() + LOOP_MOUTH_TOLERANCE]
@@ -503,7 +516,7 @@ def create_video_replica(
     crop = _crop_transform(analysis.points[meshed])
     in_frame = _apply(crop, analysis.points.reshape(-1, 2)).reshape(-1, 468, 2)
     out_points = np.where(meshed[:, None, None], in_frame, np.nan)
-    start, end, fade = _pick_loop(analysis, meshed, out_points)
+    start, end, fade = _pick_loop(path, analysis, meshed, out_points)
     mean_face = np.nanmean(out_points[start:end], axis=0)
     rigid = list(RIGID_POINTS)
 

@@ -251,6 +251,12 @@ def _refused(tmp_path, finder, name, frames, fps, message):
     return str(e.value)
 
 
+def _interrupted(frames, every: int, gap: int):
+    """The frames with the first ``gap`` of every ``every`` blanked (the person leaves the picture)."""
+    for i, frame in enumerate(frames):
+        yield np.full_like(frame, 128) if i % every < gap else frame
+
+
 @pytest.mark.parametrize(
     "case, make, message",
     [
@@ -265,6 +271,8 @@ def _refused(tmp_path, finder, name, frames, fps, message):
          rf"the face is \d+ px wide .*at least {MIN_VIDEO_FACE_PX} px"),
         ("silent", lambda: portrait_frames(10.5, 10, talk_until=0.0),
          r"the mouth hardly moves .*must show the person talking"),
+        ("interrupted", lambda: _interrupted(portrait_frames(10.5, 10), every=20, gap=2),
+         r"the face is seen without a break for at most 1\.8 s; at least 3\.4 s is needed"),
     ],
 )
 def test_bad_videos_are_refused_by_name_and_value_and_write_nothing(tmp_path, finder, case, make, message):
