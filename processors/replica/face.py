@@ -1,8 +1,8 @@
 """The talking head: a portrait warped into a pose, frame by frame.
 
 :class:`FaceRig` turns a :class:`FacePose` (mouth shape, eyelids, gaze,
-head motion) into an RGB frame. Only the regions that move are warped: the
-mouth and jaw, and each eye. A replica with a face mesh gets its lips, chin
+brows, head motion) into an RGB frame. Only the regions that move are
+warped: the mouth and jaw, each eye, and each brow when it lifts. A replica with a face mesh gets its lips, chin
 and jaw warped piecewise from the portrait (:class:`MouthWarp`); one without
 gets the older displacement field around the mouth line with a painted
 inside (dark cavity, teeth, tongue). Eyes use ``cv2.remap`` on displacement
