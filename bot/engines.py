@@ -359,7 +359,19 @@ class EmbeddedModels:
             from processors.tts.piper import shared_piper_voice
 
             jobs.append(asyncio.to_thread(shared_piper_voice, self.piper_path(persona)))
+        if layers.replica.replica_engine == "local" and persona.replica_id:
+            jobs.append(asyncio.to_thread(self._warm_replica, persona))
         await asyncio.gather(*jobs)
+
+    def _warm_replica(self, persona: Persona) -> None:
+        """Build the persona's replica rig once: its mouth warp's compiled loops
+        load (or compile, about 2.5 s on a fresh clone) now, not while a
+        visitor's call starts and the user's first words go unheard."""
+        from processors.replica.assets import load_replica
+        from processors.replica.video_rig import make_rig
+
+        replica = persona.layers.replica
+        make_rig(load_replica(persona.replica_id, self._settings.cvi_replicas_dir), (replica.width, replica.height))
 
     async def warm_llm(self, system_prompt: str, history: list[dict[str, str]] | None = None) -> None:
         """Put ``system_prompt`` (and ``history``) in the server's prompt cache, once."""
