@@ -26,6 +26,8 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from loguru import logger
 
+from bot.webrtc_video import negotiated_senders
+
 # What aiortc's own Opus encoder uses (aiortc/codecs/opus.py), so the stream
 # a browser gets is the same, only sent on time.
 OPUS_RATE = 48000
@@ -85,11 +87,7 @@ def encode_audio_on_the_loop(pc: RTCPeerConnection) -> bool:
     track is given to the sender (pipecat gives its own on connect).
     """
     patched = False
-    for transceiver in pc.getTransceivers():
-        codecs = transceiver._codecs
-        if transceiver.kind != "audio" or not codecs or codecs[0].mimeType.lower() != "audio/opus":
-            continue
-        sender = transceiver.sender
+    for sender in negotiated_senders(pc, "audio/opus"):
         replace = sender.replaceTrack
 
         def replace_track(track: MediaStreamTrack | None, replace=replace) -> None:

@@ -37,7 +37,7 @@ import types
 
 import av
 import cv2
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack
 from aiortc.codecs.vpx import Vp8Encoder, number_of_threads
 from av import CodecContext
@@ -117,6 +117,16 @@ def _rgb_to_yuv420p(frame: av.VideoFrame) -> av.VideoFrame:
     return yuv
 
 
+def negotiated_senders(pc: RTCPeerConnection, mime_type: str) -> list[RTCRtpSender]:
+    """``pc``'s senders whose negotiated codec is ``mime_type`` (e.g. ``video/vp8``); call it once the offer is answered."""
+    kind = mime_type.split("/")[0]
+    return [
+        t.sender
+        for t in pc.getTransceivers()
+        if t.kind == kind and t._codecs and t._codecs[0].mimeType.lower() == mime_type
+    ]
+
+
 def use_replica_video_encoder(pc: RTCPeerConnection) -> bool:
     """Give ``pc``'s VP8 video sender a ``ReplicaVp8Encoder``; True if it did.
 
@@ -125,11 +135,7 @@ def use_replica_video_encoder(pc: RTCPeerConnection) -> bool:
     as it is.
     """
     replaced = False
-    for transceiver in pc.getTransceivers():
-        codecs = transceiver._codecs
-        if transceiver.kind != "video" or not codecs or codecs[0].mimeType.lower() != "video/vp8":
-            continue
-        sender = transceiver.sender
+    for sender in negotiated_senders(pc, "video/vp8"):
         if getattr(sender, "_RTCRtpSender__encoder", None) is not None:
             continue
         sender._RTCRtpSender__encoder = ReplicaVp8Encoder()

@@ -57,7 +57,6 @@ class StoppableLLMService(OpenAILLMService):
 
     async def get_chat_completions(self, context: LLMContext):
         """Start a reply's stream, which ends early if a stop comes while it is read."""
-        self.stop_requested = False
         stream = await super().get_chat_completions(context)
         return _StoppableStream(stream, self)
 

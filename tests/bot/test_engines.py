@@ -140,3 +140,16 @@ def test_context_messages_append_to_or_replace_the_call_context():
     ava = load_persona("ava")
     frame = system_instruction_frame(ava.full_system_prompt("The visitor is vegetarian."))
     assert frame.delta.system_instruction.endswith("The visitor is vegetarian.")
+
+
+@pytest.mark.models
+async def test_prepare_builds_the_persona_s_replica_rig_before_any_call(settings, monkeypatch):
+    """Start-up makes the rig once, so its compiled mouth warp is loaded before a visitor's call starts."""
+    import processors.replica.video_rig as video_rig
+
+    built = []
+    make_rig = video_rig.make_rig
+    monkeypatch.setattr(video_rig, "make_rig", lambda replica, size=(512, 512): built.append(replica.replica_id) or make_rig(replica, size))
+    persona = load_persona("echo")  # no STT and no LLM: only the voice and the face load
+    await EmbeddedModels(settings).prepare(persona)
+    assert built == [persona.replica_id]
