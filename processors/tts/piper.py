@@ -1,13 +1,15 @@
 """Piper speech synthesis with phoneme timing for lip-sync."""
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
+import onnxruntime
 from loguru import logger
-from piper import PiperVoice, SynthesisConfig
+from piper import PiperConfig, PiperVoice, SynthesisConfig
 from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
@@ -23,16 +25,56 @@ _voices: dict[Path, PiperVoice] = {}
 _voices_lock = threading.Lock()
 
 
-def shared_piper_voice(voice_path: Path) -> PiperVoice:
-    """Load a piper voice (``.onnx`` beside its ``.onnx.json``) once per process.
+# ONNX Runtime's threads for piper. Its default (one per core, spinning while
+# they wait for work) suits an idle machine; but a reply's first chunk is made
+# while llama-server writes the rest of the reply and the browser decodes the
+# replica's video, and a spinning thread that loses its core holds up the
+# other. bench/tts_contention.py, on two cores with the LLM writing, a
+# process spinning and the replica rendered: first chunk 729 ms with the
+# default against 587 ms with two threads that sleep (idle: 128 against 146).
+PIPER_THREADS = 2
+PIPER_SPIN = False
 
-    The model is patched in memory to also output phoneme alignments.
+
+def piper_session_options(threads: int = PIPER_THREADS, spin: bool = PIPER_SPIN) -> onnxruntime.SessionOptions:
+    """ONNX Runtime options for a piper voice: ``threads`` intra-op threads, spinning or sleeping when idle."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return options
+
+
+def load_piper_voice(voice_path: Path, options: onnxruntime.SessionOptions | None = None) -> PiperVoice:
+    """A piper voice (``.onnx`` beside its ``.onnx.json``) that also outputs phoneme alignments.
+
+    As ``PiperVoice.load(include_alignments=True)`` (the model patched in
+    memory), on a session with ``options`` (default ``piper_session_options()``).
     """
+    import onnx
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    voice_path = Path(voice_path)
+    config = json.loads(Path(f"{voice_path}.json").read_text(encoding="utf-8"))
+    model: str | bytes = str(voice_path)
+    proto = onnx.load(str(voice_path))
+    try:
+        add_alignment_output(proto)
+        model = proto.SerializeToString()
+    except ValueError:  # already patched on disk
+        pass
+    session = onnxruntime.InferenceSession(
+        model, sess_options=options or piper_session_options(), providers=["CPUExecutionProvider"]
+    )
+    return PiperVoice(config=PiperConfig.from_dict(config), session=session)
+
+
+def shared_piper_voice(voice_path: Path) -> PiperVoice:
+    """Load a piper voice (``load_piper_voice``) once per process."""
     voice_path = Path(voice_path)
     with _voices_lock:
         if voice_path not in _voices:
             logger.debug(f"Loading piper voice {voice_path.name}")
-            _voices[voice_path] = PiperVoice.load(voice_path, include_alignments=True)
+            _voices[voice_path] = load_piper_voice(voice_path)
         return _voices[voice_path]
 
 

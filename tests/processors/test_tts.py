@@ -60,6 +60,17 @@ async def test_round_trip_through_whisper(settings):
     assert wer <= 0.1
 
 
+async def test_the_voice_runs_on_two_onnx_threads_that_sleep_when_idle(settings):
+    # On two busy cores spinning threads slowed the first chunk (bench/tts_contention.py).
+    tts = PiperPhonemeTTSService(voice_path=piper_voice(None, cache_dir=settings.cvi_cache_dir))
+    options = tts._voice.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # And it still gives phoneme timing.
+    audio, rate, timing = await synthesise(settings, "Good morning.")
+    assert len(audio) > 0.3 * rate and timing and timing[0].phonemes
+
+
 async def test_speed_setting_changes_the_duration(settings):
     normal, rate, _ = await synthesise(settings, "Seven hills above the river.")
     slow, _, _ = await synthesise(settings, "Seven hills above the river.", speed=0.8)
