@@ -61,14 +61,23 @@ def guarded(model, audio: np.ndarray) -> str:
 
 def guarded_unsure_too(model, audio: np.ndarray) -> str:
     """The guard as it was first built: an unsure decode (low log-probability) is decoded again too."""
-    stt.RETRY_LOW_CONFIDENCE = True
+    stt.RETRY_LOW_CONFIDENCE, stt.KEEP_WHOLE_SENTENCE_LOOPS = True, False
     try:
         return guarded(model, audio)
     finally:
-        stt.RETRY_LOW_CONFIDENCE = False
+        stt.RETRY_LOW_CONFIDENCE, stt.KEEP_WHOLE_SENTENCE_LOOPS = False, True
 
 
-ARMS = {"plain": plain, "unsure_too": guarded_unsure_too, "guarded": guarded}
+def guarded_always_again(model, audio: np.ndarray) -> str:
+    """The guard before whole-sentence loops were kept once: every loop decoded again."""
+    stt.KEEP_WHOLE_SENTENCE_LOOPS = False
+    try:
+        return guarded(model, audio)
+    finally:
+        stt.KEEP_WHOLE_SENTENCE_LOOPS = True
+
+
+ARMS = {"plain": plain, "unsure_too": guarded_unsure_too, "always_again": guarded_always_again, "guarded": guarded}
 
 
 def looping(text: str) -> bool:
@@ -143,7 +152,7 @@ def main() -> None:
 
     print(f"\nWhisper repetition guard ({args.rounds} interleaved runs per clip, median each)")
     print("arms: plain (no guard) | unsure_too (the guard as first built: unsure decodes retried too) | "
-          "guarded (now: only loops retried)\n")
+          "always_again (every loop decoded again) | guarded (now: loops of whole sentences kept once, other loops decoded again)\n")
     print("| clips | n | arm | mean / median ms | second decodes | loops | WER |")
     print("|---|---|---|---|---|---|---|")
     for set_name, data in report["sets"].items():

@@ -13,7 +13,8 @@ the way faster-whisper guards its own decoding: a decode that runs into its
 length limit, compresses too well (``COMPRESSION_RATIO_THRESHOLD``) or
 repeats itself is decoded again, on a window with more silence after the
 speech (where Whisper knows the speech has ended), and the better of the two
-is kept. (A decode that is merely unsure, ``LOG_PROB_THRESHOLD``, is not:
+is kept; except a loop of whole sentences (the utterance read, then read
+again into the trailing silence), which is kept once at no extra cost. (A decode that is merely unsure, ``LOG_PROB_THRESHOLD``, is not:
 ``RETRY_LOW_CONFIDENCE``.) Whatever is kept has any span that
 still repeats back to back collapsed to one (``collapse_repeats``).
 """
@@ -53,6 +54,11 @@ FALLBACK_TAIL_SILENCE_SECS = 3.0
 # retry gave back the same words (an unfinished sentence, an unusual voice)
 # and doubled the time (bench/whisper_guard.py measures both).
 RETRY_LOW_CONFIDENCE = False
+# A loop that repeats whole sentences ("Is Sintra worth a day trip? Is Sintra
+# worth a day trip") is kept once, without the second decode: Whisper read
+# the utterance, then read it again into the trailing silence.
+KEEP_WHOLE_SENTENCE_LOOPS = True
+SENTENCE_END = re.compile(r"[.?!][\"')\]]*$")
 # Longest transcript for an utterance: fast speech is about 5 tokens a second;
 # a loop stops here instead of at max_tokens.
 MIN_TOKEN_LIMIT = 16
@@ -242,6 +248,11 @@ def transcribe_trimmed(
     best = _decode_trimmed(model, audio, tail_secs=TAIL_SILENCE_SECS, **options)
     if best.no_speech_prob > no_speech_threshold:
         return ""
+    if best.degenerate and KEEP_WHOLE_SENTENCE_LOOPS:
+        once = collapse_repeats(best.text)
+        if once != best.text and SENTENCE_END.search(once) and compression_ratio(once) <= COMPRESSION_RATIO_THRESHOLD:
+            logger.debug(f"Whisper: read twice, kept once: {once[:80]!r}")
+            return once
     if best.degenerate:
         # More silence after the speech: Whisper sees where it ends and stops there.
         retry = _decode_trimmed(model, audio, tail_secs=FALLBACK_TAIL_SILENCE_SECS, **options)

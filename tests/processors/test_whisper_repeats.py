@@ -54,3 +54,34 @@ def test_an_unsure_decode_is_kept_and_only_a_looping_one_is_decoded_again():
     cut = _Decoded(text="Where can I", avg_logprob=-0.2, hit_limit=True, no_speech_prob=0.1)
     assert not unsure.degenerate
     assert loop.degenerate and cut.degenerate
+
+
+@pytest.mark.parametrize(
+    ("first", "decoded_again"),
+    [
+        # Whole sentences read twice into the trailing silence: kept once, no second decode.
+        ("Is Sintra worth a day trip? Is Sintra worth a day trip", False),
+        ("I love seafood. I love seafood. I love seafood.", False),
+        # A loop that is not a whole sentence: decoded again with more silence.
+        ("I love seafood I love seafood I love seafood I love seafood I", True),
+        ("Where can I Where can I Where can I", True),
+    ],
+)
+def test_a_loop_of_whole_sentences_is_kept_once_without_a_second_decode(monkeypatch, first, decoded_again):
+    """The second decode costs as much as the first (a 2-core machine: about 0.2-0.5 s); where the loop
+    merely repeats a whole sentence, its first copy is what was said."""
+    import numpy as np
+
+    from processors.stt import whisper as stt
+
+    calls = []
+
+    def decode(model, audio, *, tail_secs, **_options):
+        calls.append(tail_secs)
+        text = first if tail_secs == stt.TAIL_SILENCE_SECS else "What was said."
+        return stt._Decoded(text=text, avg_logprob=-0.3, hit_limit=False, no_speech_prob=0.1)
+
+    monkeypatch.setattr(stt, "_decode_trimmed", decode)
+    text = stt.transcribe_trimmed(None, np.zeros(16000, np.float32))
+    assert (len(calls) == 2) == decoded_again
+    assert text == ("What was said." if decoded_again else stt.collapse_repeats(first))
