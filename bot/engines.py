@@ -39,6 +39,7 @@ from bot.settings import Settings
 from personas.model import Persona
 from processors import weights
 from processors.llm.llama_server import LlamaServer, find_llama_server
+from processors.llm.next_turn import NextTurnWarmer
 from processors.llm.spoken_reply import SpokenReplyProcessor
 from processors.llm.stoppable import StoppableLLMService
 from processors.turn.transcript_aware_stop import TranscriptAwareTurnStopStrategy
@@ -458,6 +459,14 @@ def build_llm(
             extra=extra,
         ),
     )
+
+
+def build_next_turn_warmer(persona: Persona, llm: StoppableLLMService) -> NextTurnWarmer | None:
+    """For a llama.cpp server, what prefills the start of the user's next message between turns; else None."""
+    if persona.layers.llm.engine != "llama_cpp":
+        return None
+    root = str(llm._client.base_url).rstrip("/").removesuffix("/v1")
+    return NextTurnWarmer(llm, root)
 
 
 # The longest reply, in sentences, that the replica speaks: replies stop by

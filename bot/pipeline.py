@@ -33,6 +33,7 @@ from bot.engines import (
     TAVUS_FPS,
     EmbeddedModels,
     build_llm,
+    build_next_turn_warmer,
     build_spoken_reply,
     build_stt,
     build_tavus_video,
@@ -56,6 +57,7 @@ from bot.interactions import (
 from bot.perception import SCREEN_FRAMERATE, PerceptionLayer, build_perception
 from bot.settings import Settings
 from personas.model import Persona
+from processors.llm.next_turn import NextTurnWarmer
 
 # What a client may send when the persona's pipeline_mode is "echo".
 ECHO_MODE_EVENTS = ("conversation.echo", "conversation.interrupt")
@@ -204,6 +206,7 @@ class ConversationBot:
         self._on_turn_complete = on_turn_complete
         self._extra_observers = extra_observers or []
         self._session: aiohttp.ClientSession | None = None
+        self._next_turn: NextTurnWarmer | None = None
         self.worker: PipelineWorker | None = None
         self.observer: TurnObserver | None = None
         self.processors: list[FrameProcessor] = []
@@ -284,6 +287,15 @@ class ConversationBot:
                 # The client runs the persona's tools: each call goes to it as conversation.tool_call.
                 llm.register_function(None, self._on_tool_call)
             aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
+            self._next_turn = build_next_turn_warmer(persona, llm)
+            if self._next_turn is not None:
+                # Once the reply is in the context, the start of the user's next message goes into the LLM's cache.
+                warmer = self._next_turn
+
+                @aggregators.assistant().event_handler("on_assistant_turn_stopped")
+                async def _warm_next_turn(_aggregator, _message):
+                    warmer.schedule(context)
+
             spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user
             processors = [self._transport.input(), stt, aggregators.user(), llm, spoken, tts]
             if self.perception is not None:
@@ -381,6 +393,8 @@ class ConversationBot:
             await runner.add_workers(self.worker)
             await runner.run()
         finally:
+            if self._next_turn is not None:
+                await self._next_turn.close()
             if self._session is not None:
                 await self._session.close()
                 self._session = None

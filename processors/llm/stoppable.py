@@ -18,6 +18,7 @@ from pipecat.frames.frames import Frame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.utils.types import assert_given
 
 from processors.frames import StopReplyFrame
 
@@ -54,6 +55,14 @@ class StoppableLLMService(OpenAILLMService):
         self._generating = False
         self.stop_requested = False
         self.stopped_early = 0  # replies cut short, for tests and logs
+
+    async def invocation_params(self, context: LLMContext) -> dict:
+        """The messages (system prompt first), tools and tool choice a request for ``context`` sends."""
+        return await self.get_llm_adapter().get_llm_invocation_params(
+            context,
+            system_instruction=assert_given(self._settings.system_instruction),
+            convert_developer_to_user=not self.supports_developer_role,
+        )
 
     async def get_chat_completions(self, context: LLMContext):
         """Start a reply's stream, which ends early if a stop comes while it is read."""

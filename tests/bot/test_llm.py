@@ -53,3 +53,44 @@ async def test_the_openai_engine_speaks_to_any_compatible_base_url(settings, emb
     assert str(llm._client.base_url).rstrip("/") == base_url.rstrip("/")
     reply = await ask(llm, "What is the capital of France?")
     assert "paris" in reply.lower(), reply
+
+
+async def test_between_turns_the_start_of_the_users_next_message_is_already_in_the_cache(settings, embedded_models):
+    """After a reply, the next request processes only the user's words and the assistant's header."""
+    import httpx
+
+    from bot.engines import build_next_turn_warmer
+
+    ava = load_persona("ava")
+    await embedded_models.prepare(ava)
+    llm = build_llm(ava, settings, embedded_models)
+    warmer = build_next_turn_warmer(ava, llm)
+    assert warmer is not None
+    context = LLMContext(messages=[{"role": "user", "content": "What should I eat while I'm here?"}])
+    down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context=context)])
+    context.add_message({"role": "assistant", "content": "".join(f.text for f in down if isinstance(f, LLMTextFrame))})
+    assert await warmer.warm(context) is not None
+
+    question = "Where can I watch the sunset?"
+    context.add_message({"role": "user", "content": question})
+    messages = (await llm.invocation_params(context))["messages"]
+    body = {"messages": messages, "max_tokens": 1, "temperature": 0.0, "cache_prompt": True}
+    root = str(llm._client.base_url).rstrip("/").removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=60) as client:
+        words = len((await client.post(f"{root}/tokenize", json={"content": question})).json()["tokens"])
+        timings = (await client.post(f"{root}/v1/chat/completions", json=body)).json()["timings"]
+    print(f"next turn: {timings['prompt_n']} prompt tokens processed, the question is {words}")
+    # The question, then "<|im_end|>\n<|im_start|>assistant\n" (without the warm-up also the
+    # end of the reply and the user's header: about 5 more).
+    assert timings["prompt_n"] <= words + 6
+
+
+def test_cloud_llms_get_no_next_turn_warm_up(settings, embedded_models):
+    from bot.engines import build_next_turn_warmer
+
+    persona = Persona(
+        persona_name="cloud",
+        system_prompt="Be brief.",
+        layers=Layers(llm=LLMLayer(engine="openai", base_url="http://127.0.0.1:9/v1", model="m")),
+    )
+    assert build_next_turn_warmer(persona, build_llm(persona, settings, embedded_models)) is None
