@@ -257,6 +257,15 @@ def _repeats(text: str) -> bool:
     return any(runs.count(r) >= 3 for r in set(runs))
 
 
+def _longest_quiet(audible: np.ndarray) -> int:
+    """The longest run of inaudible samples in ``audible`` (a reply's silences between words and sentences)."""
+    longest = run = 0
+    for sample in audible:
+        run = 0 if sample else run + 1
+        longest = max(longest, run)
+    return longest
+
+
 def analyse(levels: list[list[float]], events: list[dict], placed: list[SpokenQuestion]) -> list[dict[str, Any]]:
     """Per question: reply latency at the page, the bot's stages, the user turns it made."""
     if not levels:
@@ -306,6 +315,7 @@ def analyse(levels: list[list[float]], events: list[dict], placed: list[SpokenQu
                     break
             turn["reply_s"] = round(float(t[min(stop, len(t) - 1)] - t[onset]), 2)
             turn["reply_span"] = (float(t[onset]), float(t[min(stop, len(t) - 1)]))
+            turn["longest_pause_s"] = round(_longest_quiet(replica[onset:stop]) * 0.01, 2)
         turn["question_span"] = (float(start), float(end))
         in_window = [e for e in events if start <= e["at"] / 1000.0 < window_end]
         users = [
@@ -444,6 +454,9 @@ def summarise_visits(visits: list[VisitResult]) -> dict[str, Any]:
             row["reply_latency_ms"] = {
                 "median": statistics.median(latencies), "p95": percentile(latencies, 0.95), "max": max(latencies)
             }  # fmt: skip
+        pauses = [t["longest_pause_s"] for t in turns if "longest_pause_s" in t]
+        if pauses:
+            row["longest_pause_in_reply_s"] = {"median": statistics.median(pauses), "max": max(pauses)}
         stages: dict[str, list[float]] = {}
         for t in turns:
             for stage, value in (t.get("bot") or {}).items():

@@ -27,9 +27,10 @@ HTS voice): single sentences, two sentences with a 0.3-0.8 s pause, a question
 started while the greeting plays; every visit ends by closing the tab. Per
 visit kind it prints reply latency at the page (end of the question's speech
 to the first audible reply sample the page plays), the bot's stages, user
-turns split or repeated, seconds from tab close to bot gone, CPU per process
-(bot, llama-server, browser) while listening and during replies, and this
-machine's LLM prefill and decode speed. JSON: bench/results/latency_browser.json.
+turns split or repeated, seconds from tab close to bot gone, the longest
+silence inside each reply (the voice waiting for its next words), CPU per
+process (bot, llama-server, browser) while listening and during replies, and
+this machine's LLM prefill and decode speed. JSON: bench/results/latency_browser.json.
 """
 
 import argparse
@@ -381,13 +382,15 @@ def print_browser_table(summaries: dict[str, dict]) -> None:
     for stack, kinds in summaries.items():
         print(f"\n{stack} (browser peer; ms at the page from the end of the question's speech)")
         print(f"{'visits':16}{'n':>4}{'median':>8}{'p95':>8}{'max':>8}{'no reply':>9}{'split':>6}{'repeat':>7}"
-              f"{'gone s':>8}{'gone max':>9}")  # fmt: skip
+              f"{'gone s':>8}{'gone max':>9}{'pause s':>8}{'pause max':>10}")  # fmt: skip
         for kind, row in kinds.items():
             lat = row.get("reply_latency_ms") or {}
             gone = row.get("tab_close_to_bot_gone_s") or {}
+            pause = row.get("longest_pause_in_reply_s") or {}
             print(f"{kind:16}{row['questions']:>4}{fmt(lat.get('median')):>8}{fmt(lat.get('p95')):>8}"
                   f"{fmt(lat.get('max')):>8}{row['no_reply']:>9}{row['split']:>6}{row['repeated']:>7}"
-                  f"{fmt(gone.get('median'), '.2f'):>8}{fmt(gone.get('max'), '.2f'):>9}")  # fmt: skip
+                  f"{fmt(gone.get('median'), '.2f'):>8}{fmt(gone.get('max'), '.2f'):>9}"
+                  f"{fmt(pause.get('median'), '.2f'):>8}{fmt(pause.get('max'), '.2f'):>10}")  # fmt: skip
         every = kinds["all"]
         stages = every["bot_stages_median_ms"]
         if stages:

@@ -24,6 +24,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -50,7 +51,8 @@ CHUNKS = (
     "I would start at the castle,",
     "Sintra is a short train ride",
 )
-LOADS = ("idle", "LLM writing", "LLM writing + 1 spinning", "LLM + 1 spinning + replica video")
+LOADS = ("idle", "LLM writing", "LLM writing + 1 spinning", "LLM + 1 spinning + replica video",
+         "LLM paused + 1 spinning + replica video")
 
 
 SETTINGS = {
@@ -136,7 +138,7 @@ async def run(rounds: int) -> tuple[dict, dict]:
             for r in range(rounds):
                 for load in LOADS:
                     stop = asyncio.Event()
-                    writer = asyncio.ensure_future(_writer(client, server, stop)) if load != "idle" else None
+                    writer = asyncio.ensure_future(_writer(client, server, stop)) if "LLM" in load else None
                     hogs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(load.count("spinning"))]
                     for hog in hogs:
                         hog.start()
@@ -148,7 +150,13 @@ async def run(rounds: int) -> tuple[dict, dict]:
                         names = list(voices) if r % 2 == 0 else list(voices)[::-1]
                         for text in CHUNKS:
                             for name in names:
-                                times[name][load].append(await asyncio.to_thread(_synth_s, voices[name], text))
+                                if "paused" in load:  # the LLM stopped while piper works, as the bot may do
+                                    os.kill(server._process.pid, signal.SIGSTOP)
+                                try:
+                                    times[name][load].append(await asyncio.to_thread(_synth_s, voices[name], text))
+                                finally:
+                                    if "paused" in load:
+                                        os.kill(server._process.pid, signal.SIGCONT)
                     finally:
                         stop.set()
                         video_stop.set()

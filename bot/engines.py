@@ -307,6 +307,16 @@ class EmbeddedModels:
             persona.layers.tts.external_voice_id, cache_dir=self._settings.cvi_cache_dir
         )
 
+    def llm_pause(self, persona: Persona):
+        """What pauses the embedded LLM server while a reply's first words are synthesised, or None.
+
+        Only the server this process started, for a persona whose LLM it is.
+        """
+        llm = persona.layers.llm
+        if self._server is None or llm.engine != "llama_cpp" or llm.base_url or persona.pipeline_mode == "echo":
+            return None
+        return self._server.paused
+
     async def start_llm(self, persona: Persona) -> str:
         """Start the llama.cpp server once (unless one is configured) and return its URL."""
         if self._llm_base_url is not None:
@@ -507,6 +517,7 @@ def build_tts(persona: Persona, settings: Settings, models: EmbeddedModels, *, s
 
         return PiperPhonemeTTSService(
             voice_path=models.piper_path(persona),
+            first_chunk_hold=models.llm_pause(persona),
             sample_rate=sample_rate,
             text_transforms=spoken_text_transforms(),
             **tts.voice_settings,

@@ -43,6 +43,8 @@ BINARY_NAME = "llama-server"
 # (e.g. the native build that crashed in ggml's AMX kernels) is never reused.
 BUILD_RECIPE = "noamx"
 _STDERR_TAIL_LINES = 40
+# The longest the server may be held stopped by ``LlamaServer.paused``.
+MAX_PAUSE_S = 1.5
 # CPU features that decide which ggml kernels run; named in crash messages and setup's report.
 _SIMD_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16",
@@ -256,6 +258,8 @@ class LlamaServer:
         self._output_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
         self._ready = False
         self._stopping = False
+        self._pause_holds = 0  # callers inside paused() now
+        self._pause_epoch = 0  # bumped when a pause times out and every hold is released
 
     def __str__(self) -> str:
         return f"LlamaServer({self._model.name}@{self._host}:{self._port or '?'})"
@@ -422,12 +426,56 @@ class LlamaServer:
         logger.debug(f"{self}: warmed {usage.get('prompt_tokens', '?')} prompt tokens in {elapsed:.2f} s")
         return elapsed
 
+    @contextlib.asynccontextmanager
+    async def paused(self, max_s: float = MAX_PAUSE_S):
+        """The server stopped (SIGSTOP) for the block, so that what the block does has its CPU.
+
+        A request in flight simply waits. Holds nest (the server goes on when
+        the last one ends), and after ``max_s`` the server goes on whatever
+        the holders do. A server that is not running is left alone.
+        """
+        process = self._process
+        if process is None or process.returncode is not None or self._stopping:
+            yield
+            return
+        epoch = self._pause_epoch
+        self._pause_holds += 1
+        if self._pause_holds == 1:
+            self._signal(signal.SIGSTOP)
+        timer = asyncio.get_running_loop().call_later(max_s, self._pause_timed_out, max_s)
+        try:
+            yield
+        finally:
+            timer.cancel()
+            if epoch == self._pause_epoch:
+                self._pause_holds -= 1
+                if self._pause_holds == 0:
+                    self._signal(signal.SIGCONT)
+
+    def _pause_timed_out(self, max_s: float) -> None:
+        logger.warning(f"{self}: paused for more than {max_s:.1f} s; going on")
+        self._resume()
+
+    def _resume(self) -> None:
+        """Let the server go on now, whatever holds it."""
+        if self._pause_holds:
+            self._pause_epoch += 1
+            self._pause_holds = 0
+            self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+
     async def stop(self) -> None:
         """Terminate the server's process group: SIGTERM, then SIGKILL after ``stop_timeout``."""
         process = self._process
         if process is None:
             return
         self._stopping = True
+        self._resume()  # a stopped process would hold SIGTERM until continued
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)

@@ -4,7 +4,8 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import onnxruntime
@@ -148,6 +149,11 @@ class PiperPhonemeTTSService(TTSService):
         speed: Speaking rate; 1.0 is the voice's own, 1.2 is 20 % faster.
         noise_scale: Piper's phoneme noise (expressiveness); ``None`` keeps the voice's.
         noise_w: Piper's phoneme width noise; ``None`` keeps the voice's.
+        first_chunk_hold: Called for each reply's first chunk, an async
+            context manager that is held while piper makes it (the embedded
+            LLM server pauses then: on two busy cores a first chunk took
+            615 ms beside the LLM writing and 360 ms with it paused,
+            ``bench/tts_contention.py``). ``None``: nothing is held.
         **kwargs: Passed to ``TTSService``.
     """
 
@@ -160,6 +166,7 @@ class PiperPhonemeTTSService(TTSService):
         speed: float = 1.0,
         noise_scale: float | None = None,
         noise_w: float | None = None,
+        first_chunk_hold: Callable[[], AbstractAsyncContextManager] | None = None,
         **kwargs,
     ):
         if speed <= 0:
@@ -177,6 +184,8 @@ class PiperPhonemeTTSService(TTSService):
         self._syn_config = SynthesisConfig(
             length_scale=1.0 / speed, noise_scale=noise_scale, noise_w_scale=noise_w
         )
+        self._first_chunk_hold = first_chunk_hold
+        self._held_context: str | None = None  # the reply whose first chunk was made under the hold
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """As ``TTSService``; a whole sentence vouched for by the reply's shaper is spoken without lookahead."""
@@ -214,7 +223,13 @@ class PiperPhonemeTTSService(TTSService):
         # Only a text that stops mid-sentence needs to know its last sentence
         # (to cut its trailing pause); then look one sentence ahead.
         look_ahead = not SPOKEN_PAUSE.search(text)
-        chunk = await next_sentence()
+        if self._first_chunk_hold is not None and context_id != self._held_context:
+            # A reply's first words: the user is waiting for them.
+            self._held_context = context_id
+            async with self._first_chunk_hold():
+                chunk = await next_sentence()
+        else:
+            chunk = await next_sentence()
         while chunk is not None:
             following = await next_sentence() if look_ahead else None
             last = following is None if look_ahead else False

@@ -205,3 +205,50 @@ async def test_prove_generates_and_measures_the_machine(binary: Path, model: Pat
     assert result.prompt_tokens > 150 and result.decoded_tokens >= 1
     assert result.prefill_tps > 0 and result.decode_tps > 0
     assert "prefill" in str(result) and "tokens/s" in str(result)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (T: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+async def test_paused_stops_the_server_and_a_stream_waits_for_it(binary: Path, model: Path):
+    """While a reply's first words are synthesised the bot pauses the LLM; a stream in flight just waits."""
+    async with LlamaServer(binary=binary, model=model, threads=1, ctx_size=512) as server:
+        body = {"prompt": "Count from one to a hundred: one, two,", "n_predict": 200, "stream": True,
+                "ignore_eos": True, "temperature": 0.0}  # fmt: skip
+        arrivals: list[float] = []
+        async with httpx.AsyncClient(timeout=60) as client:
+            async with client.stream("POST", f"{server._root_url}/completion", json=body) as response:
+
+                async def read():
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: "):
+                            arrivals.append(time.monotonic())
+
+                reader = asyncio.create_task(read())
+                while len(arrivals) < 5:
+                    await asyncio.sleep(0.02)
+                async with server.paused():
+                    async with server.paused():  # holds nest
+                        await asyncio.sleep(0.1)
+                        stopped_at = time.monotonic()
+                        assert _state(server.pid) == "T"
+                    assert _state(server.pid) == "T"  # the outer hold still holds it
+                    await asyncio.sleep(0.8)
+                    resumed_at = time.monotonic()
+                assert _state(server.pid) != "T"
+                while len(arrivals) < len([a for a in arrivals if a < resumed_at]) + 5:
+                    await asyncio.sleep(0.02)
+                reader.cancel()
+        during = [a for a in arrivals if stopped_at + 0.05 < a < resumed_at]
+        assert not during, f"{len(during)} tokens arrived while the server was paused"
+
+        # A pause that outlives its limit ends by itself; its holder's exit changes nothing after.
+        async with server.paused(max_s=0.2):
+            await asyncio.sleep(0.5)
+            assert _state(server.pid) != "T"
+        assert _state(server.pid) != "T"
+        # And a paused server still stops.
+        async with server.paused():
+            await server.stop()

@@ -177,3 +177,38 @@ async def test_a_whole_sentence_is_spoken_while_the_llm_is_still_writing_the_nex
     assert len(before) == 2, [len(f.phonemes) for f in before]
     assert len(voice.seen) == 3
     assert "w" in spoken  # "walk"
+
+
+async def test_each_replys_first_chunk_is_made_under_the_hold_and_the_rest_is_not(settings):
+    """The bot pauses the embedded LLM while the words the user waits for are synthesised; only those."""
+    import contextlib
+
+    holding = []
+
+    @contextlib.asynccontextmanager
+    async def hold():
+        holding.append(True)
+        try:
+            yield
+        finally:
+            holding.append(False)
+
+    tts = PiperPhonemeTTSService(voice_path=piper_voice(None, cache_dir=settings.cvi_cache_dir), first_chunk_hold=hold)
+    voice = tts._voice
+    made: list[tuple[str, bool]] = []  # (sentence, made while held)
+
+    class Recording:
+        config = voice.config
+
+        def synthesize(self, text, *args, **kwargs):
+            for chunk in voice.synthesize(text, *args, **kwargs):
+                made.append((text, bool(holding) and holding[-1]))
+                yield chunk
+
+    tts._voice = Recording()
+    await run_test(tts, frames_to_send=[
+        TTSSpeakFrame("Good morning. The castle opens at nine."), TTSSpeakFrame("Take the tram."),
+    ])  # fmt: skip
+    print(made)
+    assert [held for _, held in made] == [True, False, True]
+    assert holding == [True, False, True, False]
