@@ -153,3 +153,19 @@ async def test_prepare_builds_the_persona_s_replica_rig_before_any_call(settings
     persona = load_persona("echo")  # no STT and no LLM: only the voice and the face load
     await EmbeddedModels(settings).prepare(persona)
     assert built == [persona.replica_id]
+
+
+@pytest.mark.models
+async def test_piper_pauses_the_embedded_llm_for_a_reply_s_first_words_and_only_that_llm(settings, embedded_models):
+    from personas.model import Layers, LLMLayer, Persona
+
+    ava = load_persona("ava")
+    await embedded_models.start_llm(ava)
+    hold = build_tts(ava, settings, embedded_models)._first_chunk_hold
+    assert hold is not None and hold.__self__ is embedded_models._server and hold.__name__ == "paused"
+    # A cloud LLM, a llama.cpp server of the user's own, or a persona with no LLM: nothing to pause.
+    for llm in (LLMLayer(engine="openai", base_url="http://127.0.0.1:9/v1", model="m"),
+                LLMLayer(engine="llama_cpp", base_url="http://127.0.0.1:9/v1")):  # fmt: skip
+        other = Persona(persona_name="other", system_prompt="Be brief.", layers=Layers(llm=llm))
+        assert build_tts(other, settings, embedded_models)._first_chunk_hold is None
+    assert build_tts(load_persona("echo"), settings, embedded_models)._first_chunk_hold is None
