@@ -291,9 +291,14 @@ class ConversationBot:
             if self._next_turn is not None:
                 # Once the reply is in the context, the start of the user's next message goes into the LLM's cache.
                 warmer = self._next_turn
+                cues = self.perception.context if self.perception is not None else None
 
                 @aggregators.assistant().event_handler("on_assistant_turn_stopped")
                 async def _warm_next_turn(_aggregator, _message):
+                    if cues is not None:
+                        # The next request carries the camera lines given with earlier
+                        # turns (a reply started early wrote its turn without one): so must the warm-up.
+                        cues.restore_given_lines(context)
                     warmer.schedule(context)
 
             spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user

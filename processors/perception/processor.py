@@ -427,6 +427,10 @@ class PerceptionContextProcessor(FrameProcessor):
                 self._given[_key(newest_user_words(frame.context) or "")] = line
         await self.push_frame(frame, direction)
 
+    def restore_given_lines(self, context) -> None:
+        """Put back into ``context`` the lines given with its earlier user messages, as the next turn will."""
+        restore_cue_lines(context, self._given)
+
     def _worth_giving(self) -> bool:
         state = notable_state(self._perception.tracker.current())
         if not self._every_turn and state == self._given_state:

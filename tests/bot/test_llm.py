@@ -1,5 +1,6 @@
 """The embedded LLM (llama.cpp server, OpenAI protocol) answers as the persona."""
 
+import asyncio
 import inspect
 
 import pytest
@@ -94,3 +95,40 @@ def test_cloud_llms_get_no_next_turn_warm_up(settings, embedded_models):
         layers=Layers(llm=LLMLayer(engine="openai", base_url="http://127.0.0.1:9/v1", model="m")),
     )
     assert build_next_turn_warmer(persona, build_llm(persona, settings, embedded_models)) is None
+
+
+async def test_the_next_turn_warm_up_carries_the_camera_lines_the_next_request_will(settings, embedded_models):
+    """A reply started early writes its turn without the camera line; the next request puts it back, so the warm-up must."""
+    from pipecat.processors.frame_processor import FrameProcessor
+
+    from bot.pipeline import Conversation, ConversationBot
+    from processors.perception.processor import CUE_LINE_PREFIX
+
+    class NullTransport:
+        def input(self):
+            return FrameProcessor()
+
+        def output(self):
+            return FrameProcessor()
+
+    ava = load_persona("ava")
+    await embedded_models.start_llm(ava)
+    bot = ConversationBot(conversation=Conversation(persona=ava, persona_name="ava"), transport=NullTransport(),
+                          settings=settings, models=embedded_models, render_video=False)  # fmt: skip
+    await bot.build()
+    assert bot.perception is not None and bot._next_turn is not None
+    warmed = []
+    bot._next_turn.schedule = lambda context: warmed.append([dict(m) for m in context.get_messages()])
+    (assistant,) = [p for p in bot.processors if type(p).__name__ == "LLMAssistantAggregator"]
+    context = assistant._context
+    context.add_message({"role": "user", "content": "Can you see me?"})
+    context.add_message({"role": "assistant", "content": "Yes, I can see you smiling."})
+    bot.perception.context._given["can you see me"] = "one person, smiling"
+    await assistant._call_event_handler("on_assistant_turn_stopped", None)
+    for _ in range(50):  # the handler may run as its own task
+        if warmed:
+            break
+        await asyncio.sleep(0.02)
+    (messages,) = warmed
+    user = [m for m in messages if m["role"] == "user"][-1]
+    assert user["content"] == f"{CUE_LINE_PREFIX}one person, smiling.)\nCan you see me?"
