@@ -45,6 +45,7 @@ class NextTurnWarmer:
         self._llm = llm
         self._root_url = root_url.rstrip("/")
         self._task: asyncio.Task | None = None
+        self._client: httpx.AsyncClient | None = None
         self.warmed = 0  # prefixes the server processed, for tests and logs
 
     def schedule(self, context: LLMContext) -> None:
@@ -61,15 +62,19 @@ class NextTurnWarmer:
             tools = params.get("tools")
             if isinstance(tools, list) and tools:  # (absent: OpenAI's NOT_GIVEN)
                 body["tools"] = tools
-            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-                rendered = await client.post(f"{self._root_url}/apply-template", json=body)
-                rendered.raise_for_status()
-                prompt = rendered.json()["prompt"]
-                prefix = prompt[: prompt.rindex(_MARK)]
-                done = await client.post(
-                    f"{self._root_url}/completion", json={"prompt": prefix, "n_predict": 0, "cache_prompt": True}
-                )
-                done.raise_for_status()
+            if self._client is None:
+                # Made once, off the event loop: a new client builds its TLS context
+                # (50-170 ms here), which would stall the call's audio and video.
+                self._client = await asyncio.to_thread(httpx.AsyncClient, timeout=TIMEOUT_S)
+            client = self._client
+            rendered = await client.post(f"{self._root_url}/apply-template", json=body)
+            rendered.raise_for_status()
+            prompt = rendered.json()["prompt"]
+            prefix = prompt[: prompt.rindex(_MARK)]
+            done = await client.post(
+                f"{self._root_url}/completion", json={"prompt": prefix, "n_predict": 0, "cache_prompt": True}
+            )
+            done.raise_for_status()
             processed = done.json().get("timings", {}).get("prompt_n")
         except asyncio.CancelledError:
             raise
@@ -81,13 +86,16 @@ class NextTurnWarmer:
         return processed
 
     async def close(self) -> None:
-        """Stop a warm-up still in flight."""
+        """Stop a warm-up still in flight, and close the connection."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
     def __str__(self) -> str:
         return f"NextTurnWarmer({self._root_url})"

@@ -71,6 +71,9 @@ async def test_between_turns_the_start_of_the_users_next_message_is_already_in_t
     down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context=context)])
     context.add_message({"role": "assistant", "content": "".join(f.text for f in down if isinstance(f, LLMTextFrame))})
     assert await warmer.warm(context) is not None
+    # One connection for the call, made once off the event loop (a new client costs 50-170 ms of TLS set-up).
+    client = warmer._client
+    assert client is not None and await warmer.warm(context) is not None and warmer._client is client
 
     question = "Where can I watch the sunset?"
     context.add_message({"role": "user", "content": question})
@@ -80,6 +83,8 @@ async def test_between_turns_the_start_of_the_users_next_message_is_already_in_t
     async with httpx.AsyncClient(timeout=60) as client:
         words = len((await client.post(f"{root}/tokenize", json={"content": question})).json()["tokens"])
         timings = (await client.post(f"{root}/v1/chat/completions", json=body)).json()["timings"]
+    await warmer.close()
+    assert client.is_closed
     print(f"next turn: {timings['prompt_n']} prompt tokens processed, the question is {words}")
     # The question, then "<|im_end|>\n<|im_start|>assistant\n" (without the warm-up also the
     # end of the reply and the user's header: about 5 more).
