@@ -14,9 +14,10 @@ length limit, compresses too well (``COMPRESSION_RATIO_THRESHOLD``) or
 repeats itself is decoded again, on a window with more silence after the
 speech (where Whisper knows the speech has ended), and the better of the two
 is kept; except a loop of whole sentences (the utterance read, then read
-again into the trailing silence), which is kept once at no extra cost. (A decode that is merely unsure, ``LOG_PROB_THRESHOLD``, is not:
-``RETRY_LOW_CONFIDENCE``.) Whatever is kept has any span that
-still repeats back to back collapsed to one (``collapse_repeats``).
+again into the trailing silence), which is kept once at no extra cost. (A
+decode that is merely unsure, ``LOG_PROB_THRESHOLD``, is not:
+``RETRY_LOW_CONFIDENCE``.) Whatever is kept has any span that still repeats
+back to back collapsed to one (``collapse_repeats``).
 """
 
 import asyncio
