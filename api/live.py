@@ -241,6 +241,7 @@ class LiveConversations:
             settings=self._settings,
             models=self._models,
             extra_observers=observers,
+            video_format="I420",  # its transport is readied by send_replica_video_over
         )
         return bot
 
@@ -281,10 +282,12 @@ class LiveConversations:
         from bot.perception import camera_request_for
         from bot.pipeline import transport_media_params
         from bot.rooms import attach_bot_events
+        from bot.webrtc_video import send_replica_video_over
 
         cid = live.conversation_id
         if live.ending is not None:
             return
+        send_replica_video_over(connection)  # the renderer's I420 frames, stamped by the clock
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(live.persona))
         )

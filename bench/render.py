@@ -4,21 +4,26 @@ Three paths draw and encode the same frames, interleaved frame by frame in
 one process pinned to CPU 0 with OpenCV on one thread, so load from other
 processes hits all three alike:
 
-- **still image**: the portrait pasted as it is (the baseline);
+- **still image**: the portrait as it is, sent as the dev room sends frames
+  now (the baseline);
 - **before**: ``FaceRig`` and the dev room's VP8 sender as of commit
   ``BEFORE`` (loaded from git into this process);
-- **now**: ``FaceRig`` and ``ReplicaVp8Encoder`` as they are in the tree.
+- **RGB frames**: ``FaceRig.render`` and ``ReplicaVp8Encoder`` as they are
+  in the tree, the frame in RGB (as the dev room sent it until the renderer
+  drew I420, and as ``talk`` and Daily calls still take it);
+- **now**: ``FaceRig.render_i420`` and the dev room's video track and
+  encoder as they are (the frame in I420, copied into the encoder's frame).
 
 The frames: the replica listening for 2 s, speaking real piper speech (about
 7 s) and listening again for 1 s; ``--passes`` repeats it. Render is
 ``FaceRig.render`` plus the frame's bytes, as the renderer pushes them;
 encode is what the transport and aiortc's sender do with them (an
-``av.VideoFrame`` from the RGB array, then the VP8 encoder, conversion to
-YUV included). Times are the thread's CPU time, so time this process spends
+``av.VideoFrame`` from the bytes, then the VP8 encoder, conversion to YUV
+included for RGB). Times are the thread's CPU time, so time this process spends
 waiting for the core while other processes use it is not counted. PSNR:
-each path's encoded frames decoded against its rendered ones, and the new
-renderer's frames against the old one's (frames with the brows at rest; the
-old renderer has no brows). Prints a table and writes
+each path's encoded frames decoded against its rendered ones (in RGB), the RGB frames against the old renderer's (frames with the brows at
+rest; the old renderer has no brows), and the I420 frames against the RGB
+frames converted. Prints a table and writes
 ``bench/results/render.json``.
 
     .venv/bin/python bench/render.py [--replica eileen] [--passes 2] [--frames-dir DIR]
@@ -46,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from aiortc.codecs.vpx import Vp8Decoder, VpxPayloadDescriptor  # noqa: E402
 from aiortc.jitterbuffer import JitterFrame  # noqa: E402
 
-from bot.webrtc_video import ReplicaVp8Encoder  # noqa: E402
+from bot.webrtc_video import ReplicaVp8Encoder, i420_video_frame  # noqa: E402
 from processors.llm.llama_server import cpu_summary  # noqa: E402
 from processors.replica.assets import load_replica  # noqa: E402
 from processors.replica.face import FaceRig, IdleMotion  # noqa: E402
@@ -100,10 +105,11 @@ def _poses(passes: int):
 class _Path:
     """One way of making and encoding the frames, with its costs."""
 
-    def __init__(self, name: str, render, encoder):
+    def __init__(self, name: str, render, encoder, pixel_format: str = "RGB"):
         self.name = name
         self.render = render
         self.encoder = encoder
+        self.pixel_format = pixel_format
         self.decoder = Vp8Decoder()
         self.render_ms: list[float] = []
         self.encode_ms: list[float] = []
@@ -115,9 +121,11 @@ class _Path:
         image = self.render(pose)
         payload = image.tobytes()
         rendered = time.thread_time()
-        # As pipecat's SmallWebRTC track and aiortc's sender do with it.
-        array = np.frombuffer(payload, np.uint8).reshape(SIZE[1], SIZE[0], 3)
-        video = av.VideoFrame.from_ndarray(array, format="rgb24")
+        # As the dev room's video track (pipecat's for RGB) and aiortc's sender do with it.
+        if self.pixel_format == "I420":
+            video = i420_video_frame(payload, *SIZE)
+        else:
+            video = av.VideoFrame.from_ndarray(np.frombuffer(payload, np.uint8).reshape(SIZE[1], SIZE[0], 3), format="rgb24")
         video.pts, video.time_base = i * 90000 // FPS, fractions.Fraction(1, 90000)
         payloads, timestamp = self.encoder.encode(video, force_keyframe=i == 0)
         encoded = time.thread_time()
@@ -126,7 +134,8 @@ class _Path:
         data = b"".join(VpxPayloadDescriptor.parse(p)[1] for p in payloads)
         self.bytes += len(data)
         for decoded in self.decoder.decode(JitterFrame(data=data, timestamp=timestamp)):
-            self.psnr.append(_psnr(decoded.to_ndarray(format="rgb24"), image))
+            rgb = cv2.cvtColor(image, cv2.COLOR_YUV2RGB_I420) if self.pixel_format == "I420" else image
+            self.psnr.append(_psnr(decoded.to_ndarray(format="rgb24"), rgb))
         return image
 
 
@@ -162,18 +171,22 @@ def main() -> None:
     rig = FaceRig(replica, SIZE)
     poses, speech = _poses(args.passes)
 
+    still = cv2.cvtColor(rig.base, cv2.COLOR_RGB2YUV_I420)
     paths = [
-        _Path("still image", lambda pose: rig.base.copy(), ReplicaVp8Encoder()),
+        _Path("still image", lambda pose: still.copy(), ReplicaVp8Encoder(), "I420"),
         _Path(f"before ({BEFORE[:7]})", old_rig.render, before_video.ReplicaVp8Encoder()),
-        _Path("now", rig.render, ReplicaVp8Encoder()),
+        _Path("RGB frames", FaceRig(replica, SIZE).render, ReplicaVp8Encoder()),
+        _Path("now", rig.render_i420, ReplicaVp8Encoder(), "I420"),
     ]
     for i, pose in enumerate(poses[:10]):  # OpenCV's and libvpx's first-call set-up
         for path in paths:
             path.render(pose)
     old_vs_new: list[float] = []
+    i420_vs_rgb: list[float] = []
     saved = {}
     for i, pose in enumerate(poses):
-        still, old, new = (path.frame(i, pose) for path in paths)
+        _, old, new, i420 = (path.frame(i, pose) for path in paths)
+        i420_vs_rgb.append(_psnr(i420, cv2.cvtColor(new, cv2.COLOR_RGB2YUV_I420)))
         if pose.brow == 0.0:
             old_vs_new.append(_psnr(old, new))
         if args.frames_dir and pose.mouth[0] > 0.5 and "open" not in saved:
@@ -216,8 +229,12 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:<18} VP8 {row['kbps']} kbps, decoded PSNR {row['encoded_psnr_median_db']:.2f} dB (median)")
     print(
-        f"now against before, rendered frames (brows at rest): PSNR median {np.median(old_vs_new):.2f} dB, "
+        f"RGB frames against before (brows at rest): PSNR median {np.median(old_vs_new):.2f} dB, "
         f"min {min(old_vs_new):.2f} dB over {len(old_vs_new)} frames"
+    )
+    print(
+        f"now (I420) against the RGB frames converted: PSNR median {np.median(i420_vs_rgb):.2f} dB, "
+        f"min {min(i420_vs_rgb):.2f} dB (YUV)"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -236,6 +253,10 @@ def main() -> None:
                     "median": round(float(np.median(old_vs_new)), 2),
                     "min": round(float(min(old_vs_new)), 2),
                     "frames": len(old_vs_new),
+                },
+                "i420_vs_rgb_converted_psnr_db": {
+                    "median": round(float(np.median(i420_vs_rgb)), 2),
+                    "min": round(float(min(i420_vs_rgb)), 2),
                 },
             },
             indent=2,

@@ -157,8 +157,8 @@ def transport_media_params(persona: Persona, *, video_in: bool = True) -> dict[s
     return params
 
 
-def build_replica(persona: Persona, settings: Settings) -> FrameProcessor | None:
-    """Our CPU renderer for a local replica, or None when the persona shows no face."""
+def build_replica(persona: Persona, settings: Settings, *, pixel_format: str = "RGB") -> FrameProcessor | None:
+    """Our CPU renderer for a local replica (frames in ``pixel_format``), or None when the persona shows no face."""
     replica = persona.layers.replica
     if replica.replica_engine != "local":
         return None
@@ -166,10 +166,16 @@ def build_replica(persona: Persona, settings: Settings) -> FrameProcessor | None
     from processors.replica.renderer import ReplicaRendererParams, ReplicaRendererProcessor
 
     assets = load_replica(persona.replica_id, settings.cvi_replicas_dir)
+    if replica.width % 2 or replica.height % 2:
+        pixel_format = "RGB"  # YUV 4:2:0 needs an even size; the transports take RGB too
     return ReplicaRendererProcessor(
         replica=assets,
         params=ReplicaRendererParams(
-            width=replica.width, height=replica.height, fps=replica.fps, idle_fps=replica.listening_fps
+            width=replica.width,
+            height=replica.height,
+            fps=replica.fps,
+            idle_fps=replica.listening_fps,
+            pixel_format=pixel_format,
         ),
     )
 
@@ -185,6 +191,9 @@ class ConversationBot:
         models: The process's shared embedded engines.
         render_video: Put the real-time replica renderer in the pipeline.
         on_turn_complete: Called with each turn's timings.
+        video_format: The renderer's frames: ``RGB``, or ``I420`` for a
+            transport that sends them as they are (the dev room's, readied by
+            ``bot.webrtc_video.send_replica_video_over``).
     """
 
     def __init__(
@@ -197,8 +206,10 @@ class ConversationBot:
         render_video: bool = True,
         on_turn_complete=None,
         extra_observers: list | None = None,
+        video_format: str = "RGB",
     ):
         self.conversation = conversation
+        self._video_format = video_format
         self._transport = transport
         self._settings = settings
         self._models = models
@@ -314,7 +325,7 @@ class ConversationBot:
             self.tavus = build_tavus_video(persona, self._settings, self._session)
             processors.append(self.tavus)
         elif self._render_video:
-            renderer = build_replica(persona, self._settings)
+            renderer = build_replica(persona, self._settings, pixel_format=self._video_format)
             if renderer is not None:
                 processors.append(renderer)
         processors.append(self._transport.output())

@@ -79,6 +79,7 @@ class CallRecording:
         self._voices = {"user": _Voice(self._parts / "user.wav"), "replica": _Voice(self._parts / "replica.wav")}
         self._video: subprocess.Popen | None = None
         self._video_size: tuple[int, int] | None = None
+        self._video_format: str | None = None
         self._frames_written = 0
         self._last_frame: bytes | None = None
         self._thread: threading.Thread | None = None
@@ -89,10 +90,10 @@ class CallRecording:
 
     def add(
         self, kind: str, data: bytes, *, sample_rate: int = 0, size: tuple[int, int] | None = None,
-        at: float | None = None,
+        at: float | None = None, pixel_format: str = "RGB",
     ) -> None:
-        """Queue one piece (``user``/``replica`` audio, or ``video`` RGB) that happened at ``at``
-        (``time.monotonic()`` seconds; None: now); never blocks."""
+        """Queue one piece (``user``/``replica`` audio, or ``video`` in ``pixel_format``, RGB or I420)
+        that happened at ``at`` (``time.monotonic()`` seconds; None: now); never blocks."""
         if self._closed:
             return
         now = time.monotonic() if at is None else at
@@ -102,7 +103,7 @@ class CallRecording:
             self._thread = threading.Thread(target=self._write, name=f"recording-{self.path.stem}", daemon=True)
             self._thread.start()
         try:
-            self._queue.put_nowait((kind, max(0.0, now - self._t0), data, sample_rate, size))
+            self._queue.put_nowait((kind, max(0.0, now - self._t0), data, sample_rate, (size, pixel_format)))
         except queue.Full:
             self.dropped += 1
 
@@ -113,10 +114,10 @@ class CallRecording:
             piece = self._queue.get()
             if piece is None:
                 return
-            kind, at, data, sample_rate, size = piece
+            kind, at, data, sample_rate, (size, pixel_format) = piece
             try:
                 if kind == "video":
-                    self._write_video(at, data, size)
+                    self._write_video(at, data, size, pixel_format)
                 else:
                     self._write_voice(self._voices[kind], at, data, sample_rate)
             except (OSError, ValueError, RuntimeError) as e:
@@ -140,14 +141,16 @@ class CallRecording:
         voice.file.write(samples)
         voice.written += len(samples)
 
-    def _write_video(self, at: float, rgb: bytes, size: tuple[int, int]) -> None:
+    def _write_video(self, at: float, image: bytes, size: tuple[int, int], pixel_format: str) -> None:
         if self._video is None:
-            self._video_size = size
+            self._video_size, self._video_format = size, pixel_format
             width, height = size
+            i420 = pixel_format == "I420"
             self._video = subprocess.Popen(
                 [
                     ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y",
-                    "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(self._fps), "-i", "-",
+                    "-f", "rawvideo", "-pix_fmt", "yuv420p" if i420 else "rgb24", "-s", f"{width}x{height}",
+                    "-r", str(self._fps), "-i", "-",
                     "-c:v", "libx264", "-preset", "ultrafast", "-crf", "26", "-pix_fmt", "yuv420p",
                     str(self._parts / "video.mkv"),
                 ],
@@ -155,18 +158,22 @@ class CallRecording:
                 preexec_fn=_lowest_priority,
             )
             # The face shows from its first frame: the time before it is black.
-            self._last_frame = bytes(width * height * 3)
-        if size != self._video_size:
-            return  # a change of size mid-call (not made by our renderer) is left out
+            if i420:
+                luma = width * height
+                self._last_frame = bytes([16]) * luma + bytes([128]) * (luma // 2)
+            else:
+                self._last_frame = bytes(width * height * 3)
+        if size != self._video_size or pixel_format != self._video_format:
+            return  # a change of size or format mid-call (not made by our renderer) is left out
         assert self._video.stdin is not None
         target = round(at * self._fps)
         while self._frames_written < target:  # frames the renderer skipped: the last one holds
             self._video.stdin.write(self._last_frame)
             self._frames_written += 1
         if self._frames_written == target:
-            self._video.stdin.write(rgb)
+            self._video.stdin.write(image)
             self._frames_written += 1
-        self._last_frame = rgb
+        self._last_frame = image
 
     # After the call ---------------------------------------------------------
 
@@ -285,5 +292,7 @@ class RecordingObserver(BaseObserver):
             if isinstance(data.source, BaseOutputTransport):
                 self._recording.add("replica", frame.audio, sample_rate=frame.sample_rate, at=self._at(data))
         elif isinstance(frame, OutputImageRawFrame):
-            if data.first_push and frame.format in (None, "RGB"):
-                self._recording.add("video", frame.image, size=tuple(frame.size), at=self._at(data))
+            if data.first_push and frame.format in (None, "RGB", "I420"):
+                self._recording.add(
+                    "video", frame.image, size=tuple(frame.size), at=self._at(data), pixel_format=frame.format or "RGB"
+                )

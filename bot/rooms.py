@@ -66,13 +66,15 @@ async def run_conversation(
     models: EmbeddedModels,
     connected_event: str,
     disconnected_event: str,
+    video_format: str = "RGB",
 ) -> None:
-    """One conversation bot on ``transport``, until its peer leaves."""
+    """One conversation bot on ``transport``, until its peer leaves (``video_format``: see ``ConversationBot``)."""
     bot = ConversationBot(
         conversation=Conversation(persona=persona, persona_name=persona_name),
         transport=transport,
         settings=settings,
         models=models,
+        video_format=video_format,
     )
     await bot.build()
     attach_bot_events(transport, bot, connected_event=connected_event, disconnected_event=disconnected_event)
@@ -84,22 +86,16 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
     from bot.perception import camera_request_for
-    from bot.webrtc_video import stamp_video_by_the_clock
+    from bot.webrtc_video import send_replica_video_over
 
     persona = load_persona(persona_name)
     check_persona(persona, settings, name=persona_name)
 
     async def on_connection(connection) -> None:
+        send_replica_video_over(connection)  # the renderer's I420 frames, stamped by the clock
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(persona))
         )
-
-        @transport.event_handler("on_client_connected")
-        async def stamp_replica_video(transport, _connection) -> None:
-            # The video track exists from here (pipecat makes it as the peer connects).
-            track = transport._client._video_output_track
-            if track is not None:
-                stamp_video_by_the_clock(track)
 
         request = camera_request_for(persona)
         if request is not None:
@@ -113,6 +109,7 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
             models=models,
             connected_event="on_client_connected",
             disconnected_event="on_client_disconnected",
+            video_format="I420",
         )
 
     return on_connection

@@ -75,6 +75,10 @@ class _Region:
     def slices(self) -> tuple[slice, slice]:
         return slice(self.y0, self.y1), slice(self.x0, self.x1)
 
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.x0, self.y0, self.x1, self.y1
+
 
 class FaceRig:
     """Renders a replica's portrait in a given pose.
@@ -124,6 +128,8 @@ class FaceRig:
             for i, eye in enumerate((landmarks.eye_left, landmarks.eye_right))
         ]
         self._pivot = (float(landmarks.chin[0]), float(landmarks.chin[1]))
+        self._mouth_box = self.mouth_warp.box if self.mouth_warp is not None else self._mouth_region.box
+        self._i420: _I420Canvas | None = None  # made by the first render_i420
 
     # --- Mouth ---------------------------------------------------------------
 
@@ -153,13 +159,13 @@ class FaceRig:
         self._corner_rows = (np.exp(-((dy / (0.7 * u)) ** 2)) * edge).astype(np.float32)
         self._dx = dx.astype(np.float32)
 
-    def _mouth(self, frame: np.ndarray, mouth: np.ndarray) -> None:
+    def _mouth(self, frame: np.ndarray, mouth: np.ndarray) -> bool:
+        """Draw the mouth into ``frame``; False when it is at rest (nothing drawn)."""
         if self.mouth_warp is not None:
-            self.mouth_warp.render_into(frame, mouth)
-            return
+            return self.mouth_warp.render_into(frame, mouth)
         open_, width, teeth, tongue = (float(v) for v in mouth[:4])
         if open_ < 0.005 and abs(width) < 0.01:
-            return
+            return False
         r = self._mouth_region
         u = self._u
         mx, my = self._mouth_xy
@@ -176,6 +182,7 @@ class FaceRig:
         if open_ > 0.01:
             self._paint_cavity(roi, lens, drop, lift, teeth, tongue, my - r.y0)
         frame[r.slices] = roi
+        return True
 
     def _paint_cavity(self, roi, lens, drop, lift, teeth, tongue, line_y) -> None:
         cols = np.nonzero(lens > 0)[0]
@@ -236,10 +243,11 @@ class FaceRig:
             "eh": float(eh),
         }
 
-    def _eye(self, frame: np.ndarray, eye: dict, closure: float, gaze: tuple[float, float]) -> None:
+    def _eye(self, frame: np.ndarray, eye: dict, closure: float, gaze: tuple[float, float]) -> bool:
+        """Draw one eye's lid and gaze into ``frame``; False when it is open and looks ahead (nothing drawn)."""
         gx, gy = gaze
         if closure < 0.01 and abs(gx) < 0.01 and abs(gy) < 0.01:
-            return
+            return False
         r: _Region = eye["region"]
         map_x = r.gx - (gx * 0.3 * eye["ew"]) * eye["iris_mask"]
         map_y = r.gy - (gy * 0.25 * eye["eh"]) * eye["iris_mask"]
@@ -258,6 +266,7 @@ class FaceRig:
             a = (min(1.0, closure * 1.3) * 0.85 * lash)[..., None]
             roi = (roi * (1 - a) + self._LASH * a).astype(np.uint8)
         frame[r.slices] = roi
+        return True
 
     # --- Brows --------------------------------------------------------------------
 
@@ -328,23 +337,120 @@ class FaceRig:
 
     # --- Whole frame -------------------------------------------------------------
 
-    def render(self, pose: FacePose) -> np.ndarray:
-        """One RGB frame (height x width x 3, uint8) of the face in ``pose``."""
-        frame = self.base.copy()
-        self._mouth(frame, pose.mouth)
+    def _draw_features(self, frame: np.ndarray, pose: FacePose) -> list[tuple[int, int, int, int]]:
+        """Mouth, eyes and brows of ``pose`` into ``frame`` (the portrait there); the boxes drawn into."""
+        drawn = []
+        if self._mouth(frame, pose.mouth):
+            drawn.append(self._mouth_box)
         for eye in self._eyes:
-            self._eye(frame, eye, pose.blink, pose.gaze)
+            if self._eye(frame, eye, pose.blink, pose.gaze):
+                drawn.append(eye["region"].box)
         if pose.brow > 0.01:
             for brow in self._brows:
                 self._brow(frame, brow, pose.brow)
+                drawn.append(brow["region"].box)
+        return drawn
+
+    def _head_matrix(self, pose: FacePose) -> np.ndarray | None:
+        """The head motion's affine matrix (frame to frame), or None when the head is at rest."""
         dx, dy, roll, scale = pose.head
         if abs(dx) < 1e-3 and abs(dy) < 1e-3 and abs(roll) < 1e-3 and abs(scale - 1) < 1e-5:
-            return frame
+            return None
         m = cv2.getRotationMatrix2D(self._pivot, roll, scale)
         m[0, 2] += dx
         m[1, 2] += dy
+        return m
+
+    def render(self, pose: FacePose) -> np.ndarray:
+        """One RGB frame (height x width x 3, uint8) of the face in ``pose``."""
+        frame = self.base.copy()
+        self._draw_features(frame, pose)
+        m = self._head_matrix(pose)
+        if m is None:
+            return frame
+        return cv2.warpAffine(frame, m, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def render_i420(self, pose: FacePose) -> np.ndarray:
+        """The frame of :meth:`render` as YUV 4:2:0 (I420: ``height * 3 // 2`` rows of ``width`` bytes).
+
+        What a video encoder takes, for less work than ``render`` and a
+        conversion: only the boxes the features drew into are converted
+        (the portrait was converted once), and the head motion warps the
+        three planes (1.5 bytes a pixel, not 3). Not thread-safe: one rig
+        draws one call's frames, one at a time.
+        """
+        if self._i420 is None:
+            self._i420 = _I420Canvas(self.base)
+        canvas = self._i420
+        canvas.restore()
+        canvas.convert(self._draw_features(canvas.work, pose))
+        return canvas.warped(self._head_matrix(pose))
+
+
+class _I420Canvas:
+    """A frame kept as I420 planes, of which only the boxes drawn into are converted each frame.
+
+    The features draw in RGB into ``work`` (the portrait elsewhere); each box
+    drawn into this frame or the one before is converted into the planes,
+    widened to even coordinates so that its 2x2 chroma blocks are the
+    frame's own and converting it alone gives what converting the whole
+    frame would.
+    """
+
+    def __init__(self, base: np.ndarray):
+        h, w = base.shape[:2]
+        if w % 2 or h % 2:
+            raise ValueError(f"an I420 frame needs an even width and height, not {w}x{h}")
+        self.size = (w, h)
+        self.base = base
+        self.work = base.copy()  # RGB: the portrait, and the features drawn last
+        self.source = cv2.cvtColor(base, cv2.COLOR_RGB2YUV_I420)  # the planes the head warp reads
+        self._planes = _i420_planes(self.source, w, h)
+        self._drawn: list[tuple[int, int, int, int]] = []  # boxes of work that differ from the portrait
+
+    def restore(self) -> None:
+        """Put the portrait back in the boxes drawn into last time (a brow warps what is there)."""
+        for x0, y0, x1, y1 in self._drawn:
+            self.work[y0:y1, x0:x1] = self.base[y0:y1, x0:x1]
+
+    def convert(self, drawn: list[tuple[int, int, int, int]]) -> None:
+        """Convert the boxes drawn into now, and the ones drawn into last time (now the portrait again)."""
         w, h = self.size
-        return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for x0, y0, x1, y1 in dict.fromkeys(self._drawn + drawn):
+            x0, y0, x1, y1 = x0 - x0 % 2, y0 - y0 % 2, min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            box = _i420_planes(cv2.cvtColor(self.work[y0:y1, x0:x1], cv2.COLOR_RGB2YUV_I420), x1 - x0, y1 - y0)
+            y_plane, u_plane, v_plane = self._planes
+            y_plane[y0:y1, x0:x1] = box[0]
+            u_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = box[1]
+            v_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = box[2]
+        self._drawn = drawn
+
+    def warped(self, m: np.ndarray | None) -> np.ndarray:
+        """A new I420 frame: the source planes moved by the affine ``m`` (None: as they are)."""
+        if m is None:
+            return self.source.copy()
+        w, h = self.size
+        out = np.empty_like(self.source)
+        # A chroma sample sits at the centre of its 2x2 luma pixels: luma x = 2 * chroma x + 0.5.
+        mc = m.copy()
+        mc[:, 2] = (m[:, :2].sum(axis=1) * 0.5 + m[:, 2] - 0.5) / 2
+        for src, dst, matrix, size in zip(self._planes, _i420_planes(out, w, h), (m, mc, mc), ((w, h), (w // 2, h // 2), (w // 2, h // 2))):
+            cv2.warpAffine(src, matrix, size, dst=dst, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out
+
+
+def _i420_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of an I420 buffer's Y, U and V planes (``height`` x ``width``, then two of half each)."""
+    flat = frame.reshape(-1)
+    luma = width * height
+    chroma = luma // 4
+    return (
+        flat[:luma].reshape(height, width),
+        flat[luma : luma + chroma].reshape(height // 2, width // 2),
+        flat[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2),
+    )
 
 
 def _shift(lm: FaceLandmarks, ox: float, oy: float) -> FaceLandmarks:

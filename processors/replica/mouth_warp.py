@@ -386,12 +386,15 @@ class MouthWarp:
 
     # --- Drawing ----------------------------------------------------------------------
 
-    def render_into(self, frame: np.ndarray, mouth: np.ndarray) -> None:
-        """Warp the lower face of ``frame`` (a copy of ``base``) into ``mouth``, in place."""
+    def render_into(self, frame: np.ndarray, mouth: np.ndarray) -> bool:
+        """Warp the lower face of ``frame`` (a copy of ``base``) into ``mouth``, in place (inside ``box``).
+
+        Returns False when the mouth is at rest (nothing drawn).
+        """
         open_, width = float(mouth[0]), float(mouth[1])
         press = float(mouth[4]) if len(mouth) > 4 else 0.0
         if open_ < 0.003 and abs(width) < 0.005 and press < 0.005:
-            return
+            return False
         pts = self.points(mouth)
         x0, y0, x1, y1 = self.box
         tris = self.triangles[self._moving_tris]
@@ -438,6 +441,7 @@ class MouthWarp:
             self._lip_maps(map_x, map_y, pts, dst, affine, order)
         frame[y0:y1, x0:x1] = cv2.remap(self.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         self._cavity(frame, pts, mouth)
+        return True
 
     def _lip_maps(self, map_x, map_y, pts, dst, affine, order) -> None:
         """Recompute the maps around the lips at full resolution, in place.

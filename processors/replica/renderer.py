@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from loguru import logger
 from pydantic import BaseModel, Field
@@ -71,6 +72,9 @@ class ReplicaRendererParams(BaseModel):
             being heard, if the transport adds buffering the video lacks.
         render_in_thread: Render each frame in a worker thread so the event
             loop stays free (OpenCV releases the GIL while it warps).
+        pixel_format: ``RGB``, or ``I420`` (YUV 4:2:0, what a video encoder
+            takes, drawn for less work; needs an even width and height and a
+            transport that sends I420, see ``bot/webrtc_video.py``).
         seed: Seed for blink and gaze timing.
     """
 
@@ -80,6 +84,7 @@ class ReplicaRendererParams(BaseModel):
     idle_fps: int | None = Field(default=None, ge=1, le=60)
     audio_latency_secs: float = Field(default=0.0, ge=0.0, le=2.0)
     render_in_thread: bool = True
+    pixel_format: Literal["RGB", "I420"] = "RGB"
     seed: int = 0
 
 
@@ -87,7 +92,7 @@ class ReplicaRendererProcessor(FrameProcessor):
     """Animates a replica's portrait in step with the TTS audio.
 
     Consumes ``PhonemeTimingFrame``; passes every other frame on. Pushes
-    ``OutputImageRawFrame(format="RGB")`` at ``params.fps`` from ``StartFrame``
+    ``OutputImageRawFrame`` (``format`` RGB or I420, as ``params.pixel_format``) at ``params.fps`` from ``StartFrame``
     until ``EndFrame``/``CancelFrame``. Each image frame's ``metadata`` has
     ``replica_time`` (the clock time it shows) and ``replica_speaking``.
 
@@ -229,11 +234,12 @@ class ReplicaRendererProcessor(FrameProcessor):
             shape, loudness = self._track.shape_at(shown)
             speaking = self._track.is_speaking(shown)
             pose = self._idle.pose_at(shown - self._origin, shape, loudness, self._track.playback_end - shown)
+            i420 = self._params.pixel_format == "I420"
             if self._params.render_in_thread:
-                image = await asyncio.to_thread(render_rig, self._rig, pose, shown - self._origin)
+                image = await asyncio.to_thread(render_rig, self._rig, pose, shown - self._origin, i420=i420)
             else:
-                image = render_rig(self._rig, pose, shown - self._origin)
-            frame = OutputImageRawFrame(image=image.tobytes(), size=size, format="RGB")
+                image = render_rig(self._rig, pose, shown - self._origin, i420=i420)
+            frame = OutputImageRawFrame(image=image.tobytes(), size=size, format=self._params.pixel_format)
             frame.metadata["replica_time"] = shown
             frame.metadata["replica_speaking"] = speaking
             await self.push_frame(frame)

@@ -186,8 +186,9 @@ def make_rig(replica: Replica, size: tuple[int, int] = (512, 512)) -> FaceRig | 
     return VideoRig(replica, size) if is_video_replica(replica) else FaceRig(replica, size)
 
 
-def render_rig(rig: FaceRig | VideoRig, pose: FacePose, t: float) -> np.ndarray:
-    """A frame from either rig: a video rig also needs the time (its loop plays with the clock)."""
+def render_rig(rig: FaceRig | VideoRig, pose: FacePose, t: float, *, i420: bool = False) -> np.ndarray:
+    """A frame from either rig, RGB or I420: a video rig also needs the time (its loop plays with the clock)."""
     if isinstance(rig, VideoRig):
-        return rig.render(pose, t)
-    return rig.render(pose)
+        image = rig.render(pose, t)
+        return cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420) if i420 else image
+    return rig.render_i420(pose) if i420 else rig.render(pose)

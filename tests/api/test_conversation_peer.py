@@ -357,6 +357,17 @@ async def test_a_recorded_call_is_an_mp4_with_the_replica_s_face_and_voice_and_t
     gray = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 64 * 64)
     assert gray.mean() > 10, "the replica is seen, not a black frame"
     assert len({row.tobytes() for row in gray}) > 1
+    # In its own colours (the renderer hands the recording I420 frames, as it sends them).
+    from processors.replica.assets import load_replica
+    from processors.replica.face import FaceRig
+    from tests.replica.measure import looks_like
+
+    frame = subprocess.run(
+        ["ffmpeg", "-v", "error", "-ss", "2", "-i", str(path), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True,
+    ).stdout
+    colour, correlation = looks_like(np.frombuffer(frame, np.uint8).reshape(512, 512, 3), FaceRig(load_replica("eileen")).base)
+    assert colour < 6 and correlation > 0.9, (colour, correlation)
 
 
 def _speech_spans(audio: np.ndarray, rate: int, gap_s: float = 0.6) -> list[tuple[int, int]]:

@@ -11,7 +11,10 @@ import pytest
 from bench.devroom_client import DevRoomClient
 from bot.rooms import dev_room_bot
 from personas import load_persona
+from processors.replica.assets import load_replica
+from processors.replica.face import FaceRig
 from tests.bot.conftest import serve_devroom
+from tests.replica.measure import looks_like
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +76,14 @@ async def test_peer_speaks_a_question_and_hears_a_spoken_reply_with_a_face(real_
         assert reply.data["inference_id"] == latency.data["inference_id"]
         timings = latency.data["properties"]["timings_ms"]
         assert timings["total"] and timings["total"] > 0
-        # The replica's face arrives as video, at the persona's size.
+        # The replica's face arrives as video, at the persona's size, in its own colours
+        # (the renderer sends I420 planes: swapped or shifted ones would not look like the portrait).
         frame = await client.wait_for_video(count=10)
         assert (frame.width, frame.height) == (512, 512)
+        portrait = FaceRig(load_replica(load_persona("ava").replica_id)).base
+        colour, correlation = looks_like(frame.image, portrait)
+        print(f"received frame against the portrait: colour means within {colour:.1f}, correlation {correlation:.3f}")
+        assert colour < 6 and correlation > 0.9
     # The peer left: its bot ends by itself.
     for _ in range(100):
         if finished:

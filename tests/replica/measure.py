@@ -96,3 +96,22 @@ def mouth_cavity(frame: np.ndarray, landmarks: FaceLandmarks) -> int:
     region = frame[int(my - 0.5 * u) : int(my + 1.0 * u), int(mx - 0.8 * u) : int(mx + 0.8 * u)].astype(np.float32)
     luma = region @ np.array([0.299, 0.587, 0.114], np.float32)
     return int(np.count_nonzero(luma < 50))
+
+
+def looks_like(frame: np.ndarray, portrait: np.ndarray) -> tuple[float, float]:
+    """How close an RGB ``frame`` is to the ``portrait`` it shows (same size), moved a little by the head.
+
+    Returns the largest difference of one colour channel's mean (levels of
+    255; swapped or shifted colour planes give tens) and the correlation of
+    the two in grey at 64x64 (a scrambled or misaligned picture falls far
+    below 0.9).
+    """
+    frame, portrait = frame.astype(np.float64), portrait.astype(np.float64)
+    colour = float(np.abs(frame.reshape(-1, 3).mean(axis=0) - portrait.reshape(-1, 3).mean(axis=0)).max())
+    h, w = frame.shape[:2]
+
+    def small(image):
+        grey = image.mean(axis=2)
+        return grey[: h - h % 64, : w - w % 64].reshape(64, (h - h % 64) // 64, 64, (w - w % 64) // 64).mean(axis=(1, 3))
+
+    return colour, float(np.corrcoef(small(frame).ravel(), small(portrait).ravel())[0, 1])
