@@ -58,6 +58,7 @@ from bot.perception import SCREEN_FRAMERATE, PerceptionLayer, build_perception
 from bot.settings import Settings
 from personas.model import Persona
 from processors.llm.next_turn import NextTurnWarmer
+from processors.turn.media_order import InputAudioEnd, media_after_data
 
 # What a client may send when the persona's pipeline_mode is "echo".
 ECHO_MODE_EVENTS = ("conversation.echo", "conversation.interrupt")
@@ -313,7 +314,10 @@ class ConversationBot:
                     warmer.schedule(context)
 
             spoken = build_spoken_reply(persona)  # whole sentences, no markup, never the persona's name for the user
-            processors = [self._transport.input(), stt, aggregators.user(), llm, spoken, tts]
+            # The transcript is not held behind the user's audio queued at the user aggregator;
+            # past it nothing reads that audio.
+            user = media_after_data(aggregators.user())
+            processors = [self._transport.input(), stt, user, InputAudioEnd(), llm, spoken, tts]
             if self.perception is not None:
                 # The camera tap first; the cue line goes into the context the LLM gets.
                 processors.insert(1, self.perception.tap)

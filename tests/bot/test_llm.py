@@ -102,12 +102,11 @@ def test_cloud_llms_get_no_next_turn_warm_up(settings, embedded_models):
     assert build_next_turn_warmer(persona, build_llm(persona, settings, embedded_models)) is None
 
 
-async def test_the_next_turn_warm_up_carries_the_camera_lines_the_next_request_will(settings, embedded_models):
-    """A reply started early writes its turn without the camera line; the next request puts it back, so the warm-up must."""
+async def _built_bot(settings, embedded_models):
+    """Persona ava's ConversationBot, built on a transport that is two plain processors."""
     from pipecat.processors.frame_processor import FrameProcessor
 
     from bot.pipeline import Conversation, ConversationBot
-    from processors.perception.processor import CUE_LINE_PREFIX
 
     class NullTransport:
         def input(self):
@@ -121,6 +120,24 @@ async def test_the_next_turn_warm_up_carries_the_camera_lines_the_next_request_w
     bot = ConversationBot(conversation=Conversation(persona=ava, persona_name="ava"), transport=NullTransport(),
                           settings=settings, models=embedded_models, render_video=False)  # fmt: skip
     await bot.build()
+    return bot
+
+
+async def test_the_user_aggregator_takes_transcripts_before_queued_audio_and_ends_the_audio(settings, embedded_models):
+    from processors.turn.media_order import InputAudioEnd, MediaLastQueue
+
+    bot = await _built_bot(settings, embedded_models)
+    names = [type(p).__name__ for p in bot.processors]
+    user = names.index("LLMUserAggregator")
+    assert isinstance(bot.processors[user]._FrameProcessor__input_queue, MediaLastQueue)
+    assert isinstance(bot.processors[user + 1], InputAudioEnd)
+
+
+async def test_the_next_turn_warm_up_carries_the_camera_lines_the_next_request_will(settings, embedded_models):
+    """A reply started early writes its turn without the camera line; the next request puts it back, so the warm-up must."""
+    from processors.perception.processor import CUE_LINE_PREFIX
+
+    bot = await _built_bot(settings, embedded_models)
     assert bot.perception is not None and bot._next_turn is not None
     warmed = []
     bot._next_turn.schedule = lambda context: warmed.append([dict(m) for m in context.get_messages()])
