@@ -214,7 +214,7 @@ class LiveConversations:
             {"recording_path": str(path), "duration": live.recording.duration_s},
         )
 
-    def _bot(self, live: LiveConversation, transport) -> ConversationBot:
+    def _bot(self, live: LiveConversation, transport, *, video_format: str = "RGB") -> ConversationBot:
         observers: list = [ConversationRecorder(live.records.put_nowait)]
         if live.recording is not None:
             from bot.recording import RecordingObserver
@@ -241,7 +241,7 @@ class LiveConversations:
             settings=self._settings,
             models=self._models,
             extra_observers=observers,
-            video_format="I420",  # its transport is readied by send_replica_video_over
+            video_format=video_format,
         )
         return bot
 
@@ -287,7 +287,7 @@ class LiveConversations:
         cid = live.conversation_id
         if live.ending is not None:
             return
-        send_replica_video_over(connection)  # the renderer's I420 frames, stamped by the clock
+        video_format = send_replica_video_over(connection)  # the renderer's I420 frames, stamped by the clock
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(live.persona))
         )
@@ -295,7 +295,7 @@ class LiveConversations:
         if camera is not None:
             # The page sends its camera only when asked (at perception's rate and size).
             connection.send_app_message(camera)
-        bot = self._bot(live, transport)
+        bot = self._bot(live, transport, video_format=video_format)
         await bot.build()
 
         # Registered before the bot's own handlers, so these run first.

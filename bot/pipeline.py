@@ -192,9 +192,9 @@ class ConversationBot:
         models: The process's shared embedded engines.
         render_video: Put the real-time replica renderer in the pipeline.
         on_turn_complete: Called with each turn's timings.
-        video_format: The renderer's frames: ``RGB``, or ``I420`` for a
-            transport that sends them as they are (the dev room's, readied by
-            ``bot.webrtc_video.send_replica_video_over``).
+        video_format: The renderer's frames: ``RGB`` (any transport), or what
+            ``bot.webrtc_video.send_replica_video_over`` returned for the
+            transport's connection.
     """
 
     def __init__(

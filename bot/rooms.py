@@ -92,7 +92,7 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
     check_persona(persona, settings, name=persona_name)
 
     async def on_connection(connection) -> None:
-        send_replica_video_over(connection)  # the renderer's I420 frames, stamped by the clock
+        video_format = send_replica_video_over(connection)  # the renderer's I420 frames, stamped by the clock
         transport = SmallWebRTCTransport(
             webrtc_connection=connection, params=TransportParams(**transport_media_params(persona))
         )
@@ -109,7 +109,7 @@ def dev_room_bot(settings: Settings, models: EmbeddedModels, *, persona_name: st
             models=models,
             connected_event="on_client_connected",
             disconnected_event="on_client_disconnected",
-            video_format="I420",
+            video_format=video_format,
         )
 
     return on_connection

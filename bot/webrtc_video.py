@@ -24,7 +24,8 @@ encoder as it was and as it is, in one run.
 converts only what moved, and the frame needs no conversion here at all.
 pipecat's WebRTC video track takes RGB only; ``send_replica_video`` makes it
 take I420 too, copying the planes straight into the frame the encoder gets.
-``ConversationBot`` asks the renderer for I420 on a SmallWebRTC transport.
+``send_replica_video_over`` readies a connection and returns the format to
+give ``ConversationBot`` (the dev room and API conversations use it).
 
 **Timestamps.** aiortc's video track stamps each frame 1/30 s after the one
 before, whatever the real rate. The renderer sends 25 frames a second while
@@ -212,8 +213,12 @@ def send_replica_video(track: MediaStreamTrack) -> None:
     track.recv = types.MethodType(_recv_rgb_or_i420, track)
 
 
-def send_replica_video_over(connection) -> None:
+def send_replica_video_over(connection) -> str:
     """Ready each video track pipecat gives ``connection`` (a ``SmallWebRTCConnection``) with ``send_replica_video``.
+
+    Returns the pixel format the renderer may now use on this connection
+    (``I420``): pass it to ``ConversationBot(video_format=...)``. Other
+    transports (Daily, ``talk``'s files) take RGB only.
 
     Call it before the transport is made. The track is readied as pipecat
     hands it to the connection, before anything can ask it for a frame:
@@ -227,3 +232,4 @@ def send_replica_video_over(connection) -> None:
         hand_over(track)
 
     connection.replace_video_track = replace_video_track
+    return "I420"

@@ -195,6 +195,7 @@ class ReplicaRendererProcessor(FrameProcessor):
         fast = 1.0 / self._params.fps
         slow = 1.0 / (self._params.idle_fps or self._params.fps)
         size = (self._params.width, self._params.height)
+        i420 = self._params.pixel_format == "I420"
         self._origin = self._clock()
         last: float | None = None  # when the frame before was due
         woken = False
@@ -234,7 +235,6 @@ class ReplicaRendererProcessor(FrameProcessor):
             shape, loudness = self._track.shape_at(shown)
             speaking = self._track.is_speaking(shown)
             pose = self._idle.pose_at(shown - self._origin, shape, loudness, self._track.playback_end - shown)
-            i420 = self._params.pixel_format == "I420"
             if self._params.render_in_thread:
                 image = await asyncio.to_thread(render_rig, self._rig, pose, shown - self._origin, i420=i420)
             else:

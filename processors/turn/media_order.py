@@ -6,18 +6,19 @@ a second from a WebRTC peer) go before data frames such as
 ``TranscriptionFrame``. While Whisper decodes, both cores are busy and the
 user's audio piles up along the pipeline; the transcript then reached the
 user aggregator behind that backlog and waited until its queue held no audio
-at all: 100-510 ms, behind 16-52 audio frames, in browser visits on the
-2-core machine (an observer on the pushes and the processing, one browser
-round), and the reply could not start before it. Kept in arrival order with
-the audio it still waited 60-130 ms (the backlog had arrived first).
+at all: up to 509 ms (171 median), behind 16-52 audio frames, in browser
+visits on the 2-core machine (an observer on the pushes and the processing,
+one browser round), and the reply could not start before it. Kept in
+arrival order with the audio it still waited up to 133 ms (94 median): the
+backlog had arrived first.
 :func:`media_after_data` gives a processor a queue in which the user's
 audio and camera frames come after data frames: every other system frame
 (an interruption, a VAD event, the end of the call) still goes first, data
 frames keep their order among themselves, and so does the media. For the
 user aggregator that is also the true order: the audio queued behind a
 transcript is the silence after the VAD's stop the transcript waited for.
-Measured the same way: 2-116 ms, typically 5-30 ms, behind at most the one
-audio frame being processed.
+Measured the same way: 2-116 ms (5 median), behind at most the one audio
+frame being processed.
 
 **No audio past the turn layer.** pipecat passes every frame on, so the
 user's audio went on from the user aggregator through the LLM, the sentence
