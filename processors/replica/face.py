@@ -94,6 +94,11 @@ class FaceRig:
     _TEETH = np.array([236, 230, 218], np.float32)
     _TONGUE = np.array([196, 92, 98], np.float32)
     _LASH = np.array([38, 28, 26], np.float32)
+    # The head is drawn where it was until its pose would move some pixel of
+    # the frame by more than this (px): slow sway then moves in steps too
+    # small to see, and the frames between need only the features warped
+    # again (and the encoder finds most of the frame unchanged).
+    HEAD_STEP_PX = 0.5
 
     def __init__(self, replica: Replica, size: tuple[int, int] = (512, 512)):
         width, height = size
@@ -130,6 +135,7 @@ class FaceRig:
         self._pivot = (float(landmarks.chin[0]), float(landmarks.chin[1]))
         self._mouth_box = self.mouth_warp.box if self.mouth_warp is not None else self._mouth_region.box
         self._i420: _I420Canvas | None = None  # made by the first render_i420
+        self._held: np.ndarray | None = None  # the head matrix drawn last
 
     # --- Mouth ---------------------------------------------------------------
 
@@ -337,18 +343,30 @@ class FaceRig:
 
     # --- Whole frame -------------------------------------------------------------
 
-    def _draw_features(self, frame: np.ndarray, pose: FacePose) -> list[tuple[int, int, int, int]]:
-        """Mouth, eyes and brows of ``pose`` into ``frame`` (the portrait there); the boxes drawn into."""
-        drawn = []
-        if self._mouth(frame, pose.mouth):
-            drawn.append(self._mouth_box)
-        for eye in self._eyes:
-            if self._eye(frame, eye, pose.blink, pose.gaze):
-                drawn.append(eye["region"].box)
+    def _feature_boxes(self) -> list[tuple[int, int, int, int]]:
+        """The box each feature draws into, in drawing order: the mouth, the eyes, the brows."""
+        return [self._mouth_box, *(eye["region"].box for eye in self._eyes), *(brow["region"].box for brow in self._brows)]
+
+    @staticmethod
+    def _feature_keys(pose: FacePose) -> list:
+        """What decides each feature's pixels in ``pose`` (in the order of ``_feature_boxes``): equal keys, equal pixels."""
+        eye = (pose.blink, tuple(pose.gaze))
+        brow = pose.brow if pose.brow > 0.01 else 0.0
+        return [np.asarray(pose.mouth, np.float32).tobytes(), eye, eye, brow, brow]
+
+    def _draw_features(self, frame: np.ndarray, pose: FacePose, features=range(5)) -> set[int]:
+        """The ``features`` (indices into ``_feature_boxes``) of ``pose`` into ``frame`` (the portrait there); the ones drawn."""
+        drawn = set()
+        if 0 in features and self._mouth(frame, pose.mouth):
+            drawn.add(0)
+        for i, eye in enumerate(self._eyes, 1):
+            if i in features and self._eye(frame, eye, pose.blink, pose.gaze):
+                drawn.add(i)
         if pose.brow > 0.01:
-            for brow in self._brows:
-                self._brow(frame, brow, pose.brow)
-                drawn.append(brow["region"].box)
+            for i, brow in enumerate(self._brows, 3):
+                if i in features:
+                    self._brow(frame, brow, pose.brow)
+                    drawn.add(i)
         return drawn
 
     def _head_matrix(self, pose: FacePose) -> np.ndarray | None:
@@ -361,11 +379,19 @@ class FaceRig:
         m[1, 2] += dy
         return m
 
+    def _head(self, pose: FacePose) -> np.ndarray | None:
+        """The head matrix to draw ``pose`` with: the one drawn last while ``pose``'s is within ``HEAD_STEP_PX`` of it."""
+        m = self._head_matrix(pose)
+        held = self._held
+        if (m is None) != (held is None) or (m is not None and _moves(m, held, self.size) > self.HEAD_STEP_PX):
+            self._held = m
+        return self._held
+
     def render(self, pose: FacePose) -> np.ndarray:
         """One RGB frame (height x width x 3, uint8) of the face in ``pose``."""
         frame = self.base.copy()
         self._draw_features(frame, pose)
-        m = self._head_matrix(pose)
+        m = self._head(pose)
         if m is None:
             return frame
         return cv2.warpAffine(frame, m, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -375,29 +401,35 @@ class FaceRig:
 
         What a video encoder takes, for less work than ``render`` and a
         conversion: only the boxes the features drew into are converted
-        (the portrait was converted once), and the head motion warps the
-        three planes (1.5 bytes a pixel, not 3). Not thread-safe: one rig
+        (the portrait was converted once), a feature whose pose did not
+        change is left as it was, and the head motion warps the three planes
+        (1.5 bytes a pixel, not 3); while the head holds still only the
+        changed boxes are warped again. Not thread-safe: one rig
         draws one call's frames, one at a time.
         """
         if self._i420 is None:
-            self._i420 = _I420Canvas(self.base)
+            self._i420 = _I420Canvas(self.base, self._feature_boxes())
         canvas = self._i420
-        canvas.restore()
-        canvas.convert(self._draw_features(canvas.work, pose))
-        return canvas.warped(self._head_matrix(pose))
+        keys = self._feature_keys(pose)
+        features = canvas.to_redraw(keys)
+        canvas.restore(features)
+        changed = canvas.convert(features, keys, self._draw_features(canvas.work, pose, features))
+        return canvas.warped(self._head(pose), changed)
 
 
 class _I420Canvas:
-    """A frame kept as I420 planes, of which only the boxes drawn into are converted each frame.
+    """A frame kept as I420 planes, of which only the boxes of features drawn anew are converted each frame.
 
-    The features draw in RGB into ``work`` (the portrait elsewhere); each box
-    drawn into this frame or the one before is converted into the planes,
-    widened to even coordinates so that its 2x2 chroma blocks are the
-    frame's own and converting it alone gives what converting the whole
-    frame would.
+    The features draw in RGB into ``work`` (the portrait elsewhere). A
+    feature whose key (what decides its pixels) is unchanged keeps its
+    pixels; the others (and any whose box overlaps one of theirs) are
+    put back to the portrait and drawn again, and their boxes converted
+    into the planes, widened to even coordinates so that their 2x2 chroma
+    blocks are the frame's own and converting them alone gives what
+    converting the whole frame would.
     """
 
-    def __init__(self, base: np.ndarray):
+    def __init__(self, base: np.ndarray, boxes: list[tuple[int, int, int, int]]):
         h, w = base.shape[:2]
         if w % 2 or h % 2:
             raise ValueError(f"an I420 frame needs an even width and height, not {w}x{h}")
@@ -406,39 +438,114 @@ class _I420Canvas:
         self.work = base.copy()  # RGB: the portrait, and the features drawn last
         self.source = cv2.cvtColor(base, cv2.COLOR_RGB2YUV_I420)  # the planes the head warp reads
         self._planes = _i420_planes(self.source, w, h)
-        self._drawn: list[tuple[int, int, int, int]] = []  # boxes of work that differ from the portrait
+        self._boxes = [
+            (x0 - x0 % 2, y0 - y0 % 2, min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)) for x0, y0, x1, y1 in boxes
+        ]
+        self._keys: list = [None] * len(boxes)  # each feature's key when drawn last (None: not yet)
+        self._shown = [False] * len(boxes)  # whether it differs from the portrait in work
+        self._out = self.source.copy()  # the last frame, as warped
+        self._out_planes = _i420_planes(self._out, w, h)
+        self._matrix: np.ndarray | None = None  # the head matrix it was warped with (None: not warped)
+        self._inverse: tuple[np.ndarray, np.ndarray, np.ndarray] = ()
 
-    def restore(self) -> None:
-        """Put the portrait back in the boxes drawn into last time (a brow warps what is there)."""
-        for x0, y0, x1, y1 in self._drawn:
-            self.work[y0:y1, x0:x1] = self.base[y0:y1, x0:x1]
+    def to_redraw(self, keys: list) -> set[int]:
+        """The features to draw again for ``keys``: those whose key changed, and those overlapping them."""
+        todo = {i for i, key in enumerate(keys) if self._keys[i] is None or key != self._keys[i]}
+        grown = True
+        while grown:
+            grown = False
+            for i, box in enumerate(self._boxes):
+                if i not in todo and any(_overlap(box, self._boxes[j]) for j in todo):
+                    todo.add(i)
+                    grown = True
+        return todo
 
-    def convert(self, drawn: list[tuple[int, int, int, int]]) -> None:
-        """Convert the boxes drawn into now, and the ones drawn into last time (now the portrait again)."""
-        w, h = self.size
-        for x0, y0, x1, y1 in dict.fromkeys(self._drawn + drawn):
-            x0, y0, x1, y1 = x0 - x0 % 2, y0 - y0 % 2, min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            box = _i420_planes(cv2.cvtColor(self.work[y0:y1, x0:x1], cv2.COLOR_RGB2YUV_I420), x1 - x0, y1 - y0)
-            y_plane, u_plane, v_plane = self._planes
-            y_plane[y0:y1, x0:x1] = box[0]
-            u_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = box[1]
-            v_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = box[2]
-        self._drawn = drawn
+    def restore(self, features: set[int]) -> None:
+        """Put the portrait back in the boxes of ``features`` drawn last time (a brow warps what is there)."""
+        for i in features:
+            if self._shown[i]:
+                x0, y0, x1, y1 = self._boxes[i]
+                self.work[y0:y1, x0:x1] = self.base[y0:y1, x0:x1]
 
-    def warped(self, m: np.ndarray | None) -> np.ndarray:
-        """A new I420 frame: the source planes moved by the affine ``m`` (None: as they are)."""
+    def convert(self, features: set[int], keys: list, drawn: set[int]) -> list[tuple[int, int, int, int]]:
+        """Convert the boxes of ``features`` drawn now or last time; those boxes."""
+        changed = []
+        for i in sorted(features):
+            if i in drawn or self._shown[i]:
+                x0, y0, x1, y1 = self._boxes[i]
+                box = _i420_planes(cv2.cvtColor(self.work[y0:y1, x0:x1], cv2.COLOR_RGB2YUV_I420), x1 - x0, y1 - y0)
+                y_plane, u_plane, v_plane = self._planes
+                y_plane[y0:y1, x0:x1] = box[0]
+                u_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = box[1]
+                v_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = box[2]
+                changed.append(self._boxes[i])
+            self._shown[i] = i in drawn
+            self._keys[i] = keys[i]
+        return changed
+
+    def warped(self, m: np.ndarray | None, changed: list[tuple[int, int, int, int]]) -> np.ndarray:
+        """A new I420 frame: the source planes moved by the affine ``m`` (None: as they are).
+
+        With the matrix of the last frame, only where the ``changed`` boxes
+        land is warped again, into the last frame.
+        """
         if m is None:
+            self._matrix = None
             return self.source.copy()
         w, h = self.size
-        out = np.empty_like(self.source)
-        # A chroma sample sits at the centre of its 2x2 luma pixels: luma x = 2 * chroma x + 0.5.
-        mc = m.copy()
-        mc[:, 2] = (m[:, :2].sum(axis=1) * 0.5 + m[:, 2] - 0.5) / 2
-        for src, dst, matrix, size in zip(self._planes, _i420_planes(out, w, h), (m, mc, mc), ((w, h), (w // 2, h // 2), (w // 2, h // 2))):
-            cv2.warpAffine(src, matrix, size, dst=dst, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out
+        if self._matrix is not None and np.array_equal(m, self._matrix):
+            for box in changed:
+                self._warp(_landing(m, box, self.size))
+        else:
+            self._matrix = m.copy()
+            self._inverse = _plane_inverses(m)
+            self._warp((0, 0, w, h))
+        return self._out.copy()
+
+    def _warp(self, rect: tuple[int, int, int, int]) -> None:
+        """Warp the planes into ``rect`` (even) of the output frame, with the matrix of ``_matrix``."""
+        x0, y0, x1, y1 = rect
+        if x1 <= x0 or y1 <= y0:
+            return
+        for src, dst, inv, scale in zip(self._planes, self._out_planes, self._inverse, (1, 2, 2)):
+            a, b, c, d = x0 // scale, y0 // scale, x1 // scale, y1 // scale
+            shifted = inv.copy()  # output pixel (x + a, y + b) of the plane, for the rect's (x, y)
+            shifted[:, 2] += inv[:, :2] @ (a, b)
+            cv2.warpAffine(
+                src, shifted, (c - a, d - b), dst=dst[b:d, a:c],
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+            )
+
+
+def _plane_inverses(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the frame's affine ``m``: each I420 plane's map from output pixel to source pixel."""
+    # A chroma sample sits at the centre of its 2x2 luma pixels: luma x = 2 * chroma x + 0.5.
+    mc = m.copy()
+    mc[:, 2] = (m[:, :2].sum(axis=1) * 0.5 + m[:, 2] - 0.5) / 2
+    luma, chroma = cv2.invertAffineTransform(m), cv2.invertAffineTransform(mc)
+    return luma, chroma, chroma
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _landing(m: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where ``box`` of the source lands under ``m``: its bounding rect with a 2 px margin, even, in the frame."""
+    x0, y0, x1, y1 = box
+    corners = m[:, :2] @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1]], np.float64) + m[:, 2:]
+    (lx, ly), (hx, hy) = corners.min(axis=1) - 2, corners.max(axis=1) + 2
+    w, h = size
+    lx, ly = max(0, int(math.floor(lx))), max(0, int(math.floor(ly)))
+    hx, hy = min(w, int(math.ceil(hx))), min(h, int(math.ceil(hy)))
+    return lx - lx % 2, ly - ly % 2, min(w, hx + hx % 2), min(h, hy + hy % 2)
+
+
+def _moves(m: np.ndarray, other: np.ndarray, size: tuple[int, int]) -> float:
+    """How far (px) the affine ``m`` puts some pixel of a ``size`` frame from where ``other`` puts it (at a corner)."""
+    w, h = size
+    corners = np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1]], np.float64)
+    return float(np.hypot(*((m - other) @ corners)).max())
 
 
 def _i420_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

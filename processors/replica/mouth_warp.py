@@ -89,6 +89,59 @@ def _triangle_maps(local, order, affine, x0, y0, map_x, map_y):  # pragma: no co
 
 
 @numba.njit(cache=True, nogil=True)
+def _triangle_affines(pts, tris, src_edges, src0, src_area, src_top, gx0, gy0):  # pragma: no cover - compiled
+    """Each moved triangle's affine map from frame to portrait, for the points ``pts``.
+
+    Returns the triangles' corners in the frame (T, 3, 2), the maps (one row
+    ``[a, b, c, d, e, f]`` per label; label 0 is the identity, triangle
+    ``t`` is label ``t + 1``), the corners on the half-resolution grid whose
+    first pixel is frame point ``(gx0 + 0.5, gy0 + 0.5)``, the order to fill
+    them in, and whether any was squeezed.
+
+    A triangle squeezed nearly flat (the lips pressed shut over a smile's
+    teeth) would show what was between the lips on a hair-thin line: its
+    pixels take the colour just above its highest source point instead, and
+    it comes first in the order, so that its neighbours win the pixels they
+    share.
+    """
+    n = tris.shape[0]
+    dst = np.empty((n, 3, 2))
+    affine = np.zeros((n + 1, 6), np.float32)
+    affine[0, 0] = 1.0
+    affine[0, 4] = 1.0
+    local = np.empty((n, 3, 2))
+    squeezed = np.zeros(n, np.bool_)
+    flat = np.zeros(n, np.bool_)
+    for t in range(n):
+        for k in range(3):
+            dst[t, k, 0] = pts[tris[t, k], 0]
+            dst[t, k, 1] = pts[tris[t, k], 1]
+            local[t, k, 0] = (dst[t, k, 0] - gx0 - 0.5) * 0.5
+            local[t, k, 1] = (dst[t, k, 1] - gy0 - 0.5) * 0.5
+        d1x, d1y = dst[t, 1, 0] - dst[t, 0, 0], dst[t, 1, 1] - dst[t, 0, 1]
+        d2x, d2y = dst[t, 2, 0] - dst[t, 0, 0], dst[t, 2, 1] - dst[t, 0, 1]
+        det = d1x * d2y - d2x * d1y
+        flat[t] = abs(det) <= 1e-6
+        if abs(det) < 0.15 * src_area[t]:
+            squeezed[t] = True
+            affine[t + 1, 2] = src_top[t, 0]
+            affine[t + 1, 5] = src_top[t, 1]
+            continue
+        if flat[t]:
+            continue
+        # The source edges times the inverse of the destination edge matrix [d1 d2].
+        i00, i01, i10, i11 = d2y / det, -d2x / det, -d1y / det, d1x / det
+        for r in range(2):
+            a = src_edges[t, r, 0] * i00 + src_edges[t, r, 1] * i10
+            b = src_edges[t, r, 0] * i01 + src_edges[t, r, 1] * i11
+            affine[t + 1, 3 * r] = a
+            affine[t + 1, 3 * r + 1] = b
+            affine[t + 1, 3 * r + 2] = src0[t, r] - (a * dst[t, 0, 0] + b * dst[t, 0, 1])
+    order = np.concatenate((np.nonzero(squeezed)[0], np.nonzero(~squeezed & ~flat)[0]))
+    return dst, affine, local, order, bool(squeezed.any())
+
+
+@numba.njit(cache=True, nogil=True)
 def _paint_cavity(region, alpha, y0, top, bottom, centre, colours, tongue_amt, patches, patch_alphas, offsets, band, lower_band):  # pragma: no cover - compiled
     """Paint the mouth cavity into ``region`` (uint8, its first row frame row ``y0``), blended by ``alpha``.
 
@@ -279,6 +332,7 @@ class MouthWarp:
         for b in self._bases.values():
             moving |= np.abs(b).max(axis=1) > 1e-6
         self._moving_tris = np.nonzero(moving[tri].any(axis=1))[0]
+        self._moving_triangles = np.ascontiguousarray(tri[self._moving_tris], np.int64)
         # Among those, the ones touching the lips: the warp folds at the lips'
         # seam, so they get full-resolution maps.
         self._lip_tris = np.nonzero((tri[self._moving_tris] < self.n_lip).any(axis=1))[0]
@@ -397,47 +451,18 @@ class MouthWarp:
             return False
         pts = self.points(mouth)
         x0, y0, x1, y1 = self.box
-        tris = self.triangles[self._moving_tris]
-        dst = pts[tris].astype(np.float64)  # (T, 3, 2)
-        d1 = dst[:, 1] - dst[:, 0]
-        d2 = dst[:, 2] - dst[:, 0]
-        det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
-        ok = np.abs(det) > 1e-6
-        safe = np.where(ok, det, 1.0)
-        # The inverse of the destination edge matrix [d1 d2], then source edges times it.
-        inv = np.empty((len(dst), 2, 2))
-        inv[:, 0, 0] = d2[:, 1] / safe
-        inv[:, 1, 1] = d1[:, 0] / safe
-        inv[:, 0, 1] = -d2[:, 0] / safe
-        inv[:, 1, 0] = -d1[:, 1] / safe
-        lin = self._src_edges @ inv
-        shift = self._src0 - np.einsum("tij,tj->ti", lin, dst[:, 0])
-        # A triangle squeezed nearly flat (the lips pressed shut over a smile's
-        # teeth) would show what was between the lips on a hair-thin line: its
-        # pixels take the colour just above its highest source point instead.
-        squeezed = np.abs(det) < 0.15 * self._src_area
-        if squeezed.any():
-            lin[squeezed] = 0.0
-            shift[squeezed] = self._src_top[squeezed]
-        # Affine per label (0 = identity), mapping frame pixels to portrait pixels.
-        affine = np.zeros((len(tris) + 1, 6), np.float32)
-        affine[0] = (1, 0, 0, 0, 1, 0)
-        affine[1:, 0:2] = lin[:, 0]
-        affine[1:, 2] = shift[:, 0]
-        affine[1:, 3:5] = lin[:, 1]
-        affine[1:, 5] = shift[:, 1]
         # The half-resolution grid starts 1.5 pixels before the box, so that
         # the maps scaled up reach its edges without being clamped there.
         gx0, gy0 = x0 - 2, y0 - 2
-        local = (dst - np.array([gx0 + 0.5, gy0 + 0.5])) * 0.5
-        # Squeezed triangles first, so that their neighbours win the pixels they share.
-        order = np.concatenate([np.nonzero(squeezed)[0], np.nonzero(~squeezed & ok)[0]])
+        dst, affine, local, order, squeezed = _triangle_affines(
+            pts, self._moving_triangles, self._src_edges, self._src0, self._src_area, self._src_top, float(gx0), float(gy0)
+        )
         map_x, map_y = self._half_x, self._half_y
         _triangle_maps(local, order, affine, float(gx0), float(gy0), map_x, map_y)
         size = (2 * map_x.shape[1], 2 * map_x.shape[0])
         map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)[2 : 2 + y1 - y0, 2 : 2 + x1 - x0]
         map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)[2 : 2 + y1 - y0, 2 : 2 + x1 - x0]
-        if squeezed.any():
+        if squeezed:
             self._lip_maps(map_x, map_y, pts, dst, affine, order)
         frame[y0:y1, x0:x1] = cv2.remap(self.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         self._cavity(frame, pts, mouth)
