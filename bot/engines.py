@@ -64,11 +64,10 @@ MIN_WORDS_TO_INTERRUPT = {"low": 3, "medium": 1, "high": 0}
 # The embedded llama-server yields the CPU to the bot's own threads: the
 # reply's first words must be synthesized while the LLM writes the rest.
 LLM_NICENESS = 5
-# One slot: every request finds the conversation's prompt cache there. With
-# two, a reply started early and then withdrawn could send the next request to
-# the other slot, cold, while the first still stopped (a 1–1.5 s reply). Two
-# cores decode one conversation at a time about as fast as two at once.
-LLM_SLOTS = 1
+# Two slots: two visitors at once both write, neither waits for the other's
+# whole reply. Each conversation is pinned to its slot (``id_slot``), so every
+# request, and the next turn's warm-up, finds its own prompt cache there.
+LLM_SLOTS = 2
 
 
 # The voice_settings keys each TTS engine takes (anything else is refused by name).
@@ -288,6 +287,7 @@ class EmbeddedModels:
         self._server: LlamaServer | None = None
         self._llm_base_url: str | None = settings.cvi_llm_base_url
         self._warmed: set[str] = set()
+        self._slot_users: list[int] = []  # conversations on each slot of the embedded server
 
     @property
     def llm_base_url(self) -> str:
@@ -316,6 +316,25 @@ class EmbeddedModels:
         if self._server is None or llm.engine != "llama_cpp" or llm.base_url or persona.pipeline_mode == "echo":
             return None
         return self._server.paused
+
+    def claim_llm_slot(self, persona: Persona) -> int | None:
+        """The embedded server's slot for a new conversation of ``persona`` (the least used), or None.
+
+        None where the LLM is not the server this process started. Give it
+        back with :meth:`release_llm_slot` when the conversation ends.
+        """
+        if self.llm_pause(persona) is None or self._server is None:
+            return None
+        if len(self._slot_users) != self._server.slots:
+            self._slot_users = [0] * self._server.slots
+        slot = min(range(len(self._slot_users)), key=self._slot_users.__getitem__)
+        self._slot_users[slot] += 1
+        return slot
+
+    def release_llm_slot(self, slot: int | None) -> None:
+        """A conversation on ``slot`` (from :meth:`claim_llm_slot`) ended."""
+        if slot is not None and slot < len(self._slot_users) and self._slot_users[slot] > 0:
+            self._slot_users[slot] -= 1
 
     async def start_llm(self, persona: Persona) -> str:
         """Start the llama.cpp server once (unless one is configured) and return its URL."""
@@ -431,11 +450,18 @@ def build_stt(persona: Persona, settings: Settings, models: EmbeddedModels):
 
 
 def build_llm(
-    persona: Persona, settings: Settings, models: EmbeddedModels, *, system_instruction: str | None = None
+    persona: Persona,
+    settings: Settings,
+    models: EmbeddedModels,
+    *,
+    system_instruction: str | None = None,
+    slot: int | None = None,
 ) -> OpenAILLMService:
     """The LLM service: the embedded llama.cpp server or an OpenAI-compatible API.
 
-    ``system_instruction`` defaults to the persona's full system prompt.
+    ``system_instruction`` defaults to the persona's full system prompt;
+    ``slot`` pins every request to that slot of a llama.cpp server
+    (:meth:`EmbeddedModels.claim_llm_slot`).
     """
     llm = persona.layers.llm
     extra_body = dict(llm.extra_body)
@@ -445,6 +471,8 @@ def build_llm(
         model = "local"
         # Reuse the KV cache of the shared prefix (system prompt + history).
         extra_body.setdefault("cache_prompt", True)
+        if slot is not None:
+            extra_body["id_slot"] = slot
     else:
         base_url = llm.base_url
         if llm.api_key is not None:
@@ -471,12 +499,14 @@ def build_llm(
     )
 
 
-def build_next_turn_warmer(persona: Persona, llm: StoppableLLMService) -> NextTurnWarmer | None:
-    """For a llama.cpp server, what prefills the start of the user's next message between turns; else None."""
+def build_next_turn_warmer(
+    persona: Persona, llm: StoppableLLMService, *, slot: int | None = None
+) -> NextTurnWarmer | None:
+    """For a llama.cpp server, what prefills the start of the user's next message between turns (into ``slot``); else None."""
     if persona.layers.llm.engine != "llama_cpp":
         return None
     root = str(llm._client.base_url).rstrip("/").removesuffix("/v1")
-    return NextTurnWarmer(llm, root)
+    return NextTurnWarmer(llm, root, slot=slot)
 
 
 # The longest reply, in sentences, that the replica speaks: replies stop by

@@ -219,6 +219,7 @@ class ConversationBot:
         self._extra_observers = extra_observers or []
         self._session: aiohttp.ClientSession | None = None
         self._next_turn: NextTurnWarmer | None = None
+        self._llm_slot: int | None = None  # the embedded LLM server's slot this conversation has
         self.worker: PipelineWorker | None = None
         self.observer: TurnObserver | None = None
         self.processors: list[FrameProcessor] = []
@@ -292,14 +293,15 @@ class ConversationBot:
         else:
             stt = build_stt(persona, self._settings, self._models)
             system = system_prompt(persona, self.conversation.conversational_context)
-            llm = build_llm(persona, self._settings, self._models, system_instruction=system)
+            self._llm_slot = self._models.claim_llm_slot(persona)
+            llm = build_llm(persona, self._settings, self._models, system_instruction=system, slot=self._llm_slot)
             tools = persona.layers.llm.tools
             context = LLMContext(tools=tools_schema(tools)) if tools else LLMContext()
             if tools:
                 # The client runs the persona's tools: each call goes to it as conversation.tool_call.
                 llm.register_function(None, self._on_tool_call)
             aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
-            self._next_turn = build_next_turn_warmer(persona, llm)
+            self._next_turn = build_next_turn_warmer(persona, llm, slot=self._llm_slot)
             if self._next_turn is not None:
                 # Once the reply is in the context, the start of the user's next message goes into the LLM's cache.
                 warmer = self._next_turn
@@ -415,6 +417,8 @@ class ConversationBot:
         finally:
             if self._next_turn is not None:
                 await self._next_turn.close()
+            self._models.release_llm_slot(self._llm_slot)
+            self._llm_slot = None
             if self._session is not None:
                 await self._session.close()
                 self._session = None

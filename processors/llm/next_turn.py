@@ -39,11 +39,13 @@ class NextTurnWarmer:
         llm: The service whose requests are warmed (its system prompt and
             message conversion are used, so the prefix is exactly theirs).
         root_url: The llama.cpp server, without ``/v1``.
+        slot: The server slot the conversation is pinned to (None: the server picks).
     """
 
-    def __init__(self, llm: StoppableLLMService, root_url: str):
+    def __init__(self, llm: StoppableLLMService, root_url: str, *, slot: int | None = None):
         self._llm = llm
         self._root_url = root_url.rstrip("/")
+        self._slot = slot
         self._task: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
         self.warmed = 0  # prefixes the server processed, for tests and logs
@@ -71,9 +73,10 @@ class NextTurnWarmer:
             rendered.raise_for_status()
             prompt = rendered.json()["prompt"]
             prefix = prompt[: prompt.rindex(_MARK)]
-            done = await client.post(
-                f"{self._root_url}/completion", json={"prompt": prefix, "n_predict": 0, "cache_prompt": True}
-            )
+            body = {"prompt": prefix, "n_predict": 0, "cache_prompt": True}
+            if self._slot is not None:
+                body["id_slot"] = self._slot  # the conversation's own slot, where its next request goes
+            done = await client.post(f"{self._root_url}/completion", json=body)
             done.raise_for_status()
             processed = done.json().get("timings", {}).get("prompt_n")
         except asyncio.CancelledError:

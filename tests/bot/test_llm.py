@@ -2,6 +2,7 @@
 
 import asyncio
 import inspect
+import json
 
 import pytest
 from pipecat.frames.frames import LLMContextFrame, LLMTextFrame
@@ -56,16 +57,21 @@ async def test_the_openai_engine_speaks_to_any_compatible_base_url(settings, emb
     assert "paris" in reply.lower(), reply
 
 
-async def test_between_turns_the_start_of_the_users_next_message_is_already_in_the_cache(settings, embedded_models):
-    """After a reply, the next request processes only the user's words and the assistant's header."""
+@pytest.mark.parametrize("slot", [None, 1])
+async def test_between_turns_the_start_of_the_users_next_message_is_already_in_the_cache(settings, embedded_models, slot):
+    """After a reply, the next request processes only the user's words and the assistant's header.
+
+    Also for a conversation pinned to the server's second slot: its requests
+    and its warm-up go there (the other slot holds another conversation).
+    """
     import httpx
 
     from bot.engines import build_next_turn_warmer
 
     ava = load_persona("ava")
     await embedded_models.prepare(ava)
-    llm = build_llm(ava, settings, embedded_models)
-    warmer = build_next_turn_warmer(ava, llm)
+    llm = build_llm(ava, settings, embedded_models, slot=slot)
+    warmer = build_next_turn_warmer(ava, llm, slot=slot)
     assert warmer is not None
     context = LLMContext(messages=[{"role": "user", "content": "What should I eat while I'm here?"}])
     down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context=context)])
@@ -74,11 +80,22 @@ async def test_between_turns_the_start_of_the_users_next_message_is_already_in_t
     # One connection for the call, made once off the event loop (a new client costs 50-170 ms of TLS set-up).
     client = warmer._client
     assert client is not None and await warmer.warm(context) is not None and warmer._client is client
+    # What the warm-up asks the server for: the conversation's slot, when it has one.
+    sent = []
+
+    async def _record(request):
+        if request.url.path == "/completion":
+            sent.append(json.loads(request.content))
+
+    client.event_hooks["request"].append(_record)
+    assert await warmer.warm(context) is not None
+    assert [body.get("id_slot") for body in sent] == [slot]
 
     question = "Where can I watch the sunset?"
     context.add_message({"role": "user", "content": question})
     messages = (await llm.invocation_params(context))["messages"]
-    body = {"messages": messages, "max_tokens": 1, "temperature": 0.0, "cache_prompt": True}
+    body = {"messages": messages, "max_tokens": 1, "temperature": 0.0, "cache_prompt": True, **llm._settings.extra.get("extra_body", {})}
+    assert body.get("id_slot") == slot
     root = str(llm._client.base_url).rstrip("/").removesuffix("/v1")
     async with httpx.AsyncClient(timeout=60) as client:
         words = len((await client.post(f"{root}/tokenize", json={"content": question})).json()["tokens"])
@@ -89,6 +106,27 @@ async def test_between_turns_the_start_of_the_users_next_message_is_already_in_t
     # The question, then "<|im_end|>\n<|im_start|>assistant\n" (without the warm-up also the
     # end of the reply and the user's header: about 5 more).
     assert timings["prompt_n"] <= words + 6
+
+
+async def test_each_conversation_gets_the_least_used_slot_of_the_embedded_server(settings, embedded_models):
+    ava = load_persona("ava")
+    await embedded_models.prepare(ava)
+    assert embedded_models._server is not None and embedded_models._server.slots == 2
+    first, second = embedded_models.claim_llm_slot(ava), embedded_models.claim_llm_slot(ava)
+    assert {first, second} == {0, 1}
+    third = embedded_models.claim_llm_slot(ava)  # a third visitor shares one
+    embedded_models.release_llm_slot(first)
+    embedded_models.release_llm_slot(third)
+    assert embedded_models.claim_llm_slot(ava) in (first, third)  # the one left free
+    for slot in (0, 1):
+        embedded_models.release_llm_slot(slot)
+    # A persona whose LLM is not this process's server gets no slot.
+    cloud = Persona(
+        persona_name="cloud",
+        system_prompt="Be brief.",
+        layers=Layers(llm=LLMLayer(engine="openai", base_url="http://127.0.0.1:9/v1", model="m")),
+    )
+    assert embedded_models.claim_llm_slot(cloud) is None
 
 
 def test_cloud_llms_get_no_next_turn_warm_up(settings, embedded_models):

@@ -252,3 +252,33 @@ async def test_paused_stops_the_server_and_a_stream_waits_for_it(binary: Path, m
         # And a paused server still stops.
         async with server.paused():
             await server.stop()
+
+
+async def test_two_slots_keep_their_own_prompt_caches_and_warm_fills_both(binary: Path, model: Path):
+    """Two conversations pinned to their slots: neither clears the other's cache, and both start warm.
+
+    In one KV buffer shared by the slots (``--kv-unified``) a request to one
+    slot cleared the other's cache: its next request processed its whole
+    prompt again (347 tokens, 7 s here).
+    """
+    async with LlamaServer(binary=binary, model=model, parallel=2, ctx_size=1024) as server:
+        assert "--kv-unified" not in server.command()
+        await server.warm(COACH_PROMPT, [{"role": "assistant", "content": "Hi, what is your next talk about?"}])
+        processed = []
+        async with httpx.AsyncClient(timeout=120.0) as client:
+            for slot, question in ((1, "A wedding toast."), (0, "A job interview."), (1, "And my hands shake."), (0, "I talk too fast.")):
+                body = {
+                    "messages": [
+                        {"role": "system", "content": COACH_PROMPT},
+                        {"role": "assistant", "content": "Hi, what is your next talk about?"},
+                        {"role": "user", "content": question},
+                    ],
+                    "max_tokens": 2,
+                    "cache_prompt": True,
+                    "id_slot": slot,
+                }
+                response = await client.post(f"{server.base_url}/chat/completions", json=body)
+                response.raise_for_status()
+                processed.append(response.json()["timings"]["prompt_n"])
+        print(f"prompt tokens processed per request: {processed}")
+        assert max(processed) < 20, processed
