@@ -108,15 +108,20 @@ def save_docs_frames(track: SpeechTrack, speech_s: float, replica_ids: list[str]
 
 
 def judge(replica_ids: list[str], cache_dir: Path) -> dict:
-    """The packaged face mesh run on rendered talking frames, before and after.
+    """The packaged face mesh run on rendered talking frames, before and after, and on the ``talk`` MP4.
 
     Per frame: the inner-lip gap (mesh points 13-14) and chin-to-nose distance
     (152-1), both over the face height (10-152); the gap's correlation with the
     voice's loudness at the best lag within +-120 ms, and the chin's 2-98 %
-    range.
+    range. "talk mp4": the frames ``write_talking_video`` encoded (H.264),
+    decoded again.
     """
+    import tempfile
+
+    import av
+
     from processors.replica.mesh import open_mesh_finder
-    from processors.replica.video_file import render_talking_frames
+    from processors.replica.video_file import render_talking_frames, write_talking_video
     from tests.replica.measure import best_lag, piper_speech, rms_envelope
 
     finder = open_mesh_finder(cache_dir=cache_dir)
@@ -125,30 +130,38 @@ def judge(replica_ids: list[str], cache_dir: Path) -> dict:
     audio, rate, phonemes = piper_speech(
         "Thanks for joining the call. I can hear you clearly, and I will answer as soon as you finish speaking."
     )
+
+    def measured(frames) -> dict:
+        gaps, chins = [], []
+        for rgb in frames:
+            faces = finder.find(rgb)
+            if not faces or faces[0].mesh is None:
+                gaps.append(0.0)
+                chins.append(np.nan)
+                continue
+            m = faces[0].mesh.points
+            height = float(np.linalg.norm(m[152, :2] - m[10, :2]))
+            gaps.append((m[14, 1] - m[13, 1]) / height)
+            chins.append((m[152, 1] - m[1, 1]) / height)
+        gap = np.asarray(gaps)
+        lag, corr = best_lag(gap, rms_envelope(audio, rate, FPS, len(gap)), max_lag=3)
+        chin = np.asarray(chins)
+        return {
+            "lip_gap_loudness_r": corr,
+            "lag_ms": lag * 1000 / FPS,
+            "chin_range_pct": float(100 * (np.nanpercentile(chin, 98) - np.nanpercentile(chin, 2))),
+            "frames": len(gap),
+        }
+
     out = {}
     for rid in replica_ids:
         replica = load_replica(rid)
         for name, rep in (("before", dataclasses.replace(replica, mesh=None)), ("after", replica)):
-            gaps, chins = [], []
-            for _t, rgb in render_talking_frames(rep, audio, rate, phonemes, fps=FPS):
-                faces = finder.find(rgb)
-                if not faces or faces[0].mesh is None:
-                    gaps.append(0.0)
-                    chins.append(np.nan)
-                    continue
-                m = faces[0].mesh.points
-                height = float(np.linalg.norm(m[152, :2] - m[10, :2]))
-                gaps.append((m[14, 1] - m[13, 1]) / height)
-                chins.append((m[152, 1] - m[1, 1]) / height)
-            gap = np.asarray(gaps)
-            lag, corr = best_lag(gap, rms_envelope(audio, rate, FPS, len(gap)), max_lag=3)
-            chin = np.asarray(chins)
-            out.setdefault(rid, {})[name] = {
-                "lip_gap_loudness_r": corr,
-                "lag_ms": lag * 1000 / FPS,
-                "chin_range_pct": float(100 * (np.nanpercentile(chin, 98) - np.nanpercentile(chin, 2))),
-                "frames": len(gap),
-            }
+            out.setdefault(rid, {})[name] = measured(rgb for _t, rgb in render_talking_frames(rep, audio, rate, phonemes, fps=FPS))
+        with tempfile.TemporaryDirectory() as folder:
+            path = write_talking_video(Path(folder) / "talk.mp4", replica, audio, rate, phonemes)
+            with av.open(str(path)) as container:
+                out[rid]["talk mp4"] = measured([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     print("independent judge: the packaged face mesh on the rendered frames")
     print(f"{'replica':<8} {'renderer':<8} {'gap~loudness r':>15} {'lag':>8} {'chin range':>11}")
     for rid, rows in out.items():
