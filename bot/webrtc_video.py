@@ -35,10 +35,15 @@ video, held the replica's voice back to match: Chrome's audio jitter buffer
 held about 400 ms on average in a listening call (about 30 ms with a steady
 25 frames, and again with these stamps). ``stamp_video_by_the_clock`` stamps
 each frame with the time it is sent.
+
+**Repeats.** A frame the same as the one sent before is not encoded or sent
+(the peer keeps showing the last one), except once every ``REPEAT_EVERY_S``:
+while the replica listens about half its frames are repeats.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import types
@@ -195,9 +200,24 @@ def i420_video_frame(data: bytes, width: int, height: int) -> av.VideoFrame:
     return frame
 
 
+# A frame the same as the one sent before is not sent again (the peer shows
+# the last one): a listening replica repeats about half its frames while its
+# head holds still (``FaceRig.HEAD_STEP_PX``). One goes out at least this
+# often, so that a peer that lost a packet, or asked for a key frame, is
+# answered while the face is still.
+REPEAT_EVERY_S = 1.0
+
+
 async def _recv_rgb_or_i420(track) -> av.VideoFrame:
-    """pipecat's ``RawVideoTrack.recv``, for frames in RGB or I420."""
-    raw = await track._video_buffer.get()
+    """pipecat's ``RawVideoTrack.recv``, for frames in RGB or I420, skipping repeats (at most ``REPEAT_EVERY_S``)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        raw = await track._video_buffer.get()
+        last = getattr(track, "_last_image", None)
+        if raw.image != last or loop.time() - track._last_sent_at >= REPEAT_EVERY_S:
+            break
+        track.repeats_skipped = getattr(track, "repeats_skipped", 0) + 1
+    track._last_image, track._last_sent_at = raw.image, loop.time()
     width, height = raw.size
     if raw.format == "I420":
         frame = i420_video_frame(raw.image, width, height)

@@ -99,6 +99,43 @@ async def test_replica_video_is_stamped_with_the_time_it_is_sent():
     assert np.all(steps > 0) and np.median(steps) == pytest.approx(0.1, abs=0.02), steps
 
 
+async def test_a_frame_the_same_as_the_last_one_sent_is_not_sent_again_for_up_to_a_while(monkeypatch):
+    """Repeats are skipped (the peer shows the last frame), but one goes out every ``REPEAT_EVERY_S``."""
+    import asyncio
+
+    from pipecat.frames.frames import OutputImageRawFrame
+    from pipecat.transports.smallwebrtc.transport import RawVideoTrack
+
+    from bot import webrtc_video
+    from bot.webrtc_video import send_replica_video
+
+    monkeypatch.setattr(webrtc_video, "REPEAT_EVERY_S", 0.3)
+    track = RawVideoTrack(width=64, height=64)
+    send_replica_video(track)
+    still, moved = bytes(64 * 64 * 3 // 2), bytes([128]) * (64 * 64 * 3 // 2)
+
+    def add(image: bytes) -> None:
+        track.add_video_frame(OutputImageRawFrame(image=image, size=(64, 64), format="I420"))
+
+    add(still)
+    first = await track.recv()
+    for image in (still, still, still, moved):
+        add(image)
+    second = await track.recv()  # the three repeats were passed over
+    assert track.repeats_skipped == 3
+    assert first.to_ndarray()[0, 0] == 0 and second.to_ndarray()[0, 0] == 128
+    # The same frame again and again: one is sent once REPEAT_EVERY_S has passed.
+    sent = []
+    async def feed():
+        for _ in range(10):
+            add(moved)
+            await asyncio.sleep(0.05)
+    feeder = asyncio.create_task(feed())
+    sent.append(await asyncio.wait_for(track.recv(), 2.0))
+    await feeder
+    assert len(sent) == 1 and track.repeats_skipped >= 3 + 4
+
+
 async def test_i420_frames_reach_the_peer_as_sharp_as_rgb_frames():
     """The renderer's I420 frames through the dev room's track, encoder and a VP8 decoder, beside its RGB frames."""
     from pipecat.frames.frames import OutputImageRawFrame
