@@ -408,7 +408,10 @@ class EmbeddedModels:
         key = repr((system_prompt, history))
         if key in self._warmed or self._server is None:
             return
-        await self._server.warm(system_prompt, history)
+        # Only into slots no conversation is using (each keeps its own cache); none free: the least used.
+        users = self._slot_users or [0] * self._server.slots
+        free = [slot for slot, n in enumerate(users) if n == 0] or [min(range(len(users)), key=users.__getitem__)]
+        await self._server.warm(system_prompt, history, slots=free)
         self._warmed.add(key)
 
     async def close(self) -> None:
@@ -499,13 +502,15 @@ def build_llm(
     )
 
 
-def build_next_turn_warmer(
-    persona: Persona, llm: StoppableLLMService, *, slot: int | None = None
-) -> NextTurnWarmer | None:
-    """For a llama.cpp server, what prefills the start of the user's next message between turns (into ``slot``); else None."""
+def build_next_turn_warmer(persona: Persona, llm: StoppableLLMService) -> NextTurnWarmer | None:
+    """For a llama.cpp server, what prefills the start of the user's next message between turns; else None.
+
+    It warms the slot ``llm``'s requests are pinned to, if any (``build_llm``'s ``slot``).
+    """
     if persona.layers.llm.engine != "llama_cpp":
         return None
     root = str(llm._client.base_url).rstrip("/").removesuffix("/v1")
+    slot = llm._settings.extra.get("extra_body", {}).get("id_slot")
     return NextTurnWarmer(llm, root, slot=slot)
 
 

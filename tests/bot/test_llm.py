@@ -71,7 +71,7 @@ async def test_between_turns_the_start_of_the_users_next_message_is_already_in_t
     ava = load_persona("ava")
     await embedded_models.prepare(ava)
     llm = build_llm(ava, settings, embedded_models, slot=slot)
-    warmer = build_next_turn_warmer(ava, llm, slot=slot)
+    warmer = build_next_turn_warmer(ava, llm)
     assert warmer is not None
     context = LLMContext(messages=[{"role": "user", "content": "What should I eat while I'm here?"}])
     down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context=context)])
@@ -127,6 +127,29 @@ async def test_each_conversation_gets_the_least_used_slot_of_the_embedded_server
         layers=Layers(llm=LLMLayer(engine="openai", base_url="http://127.0.0.1:9/v1", model="m")),
     )
     assert embedded_models.claim_llm_slot(cloud) is None
+
+
+async def test_a_new_persona_is_warmed_only_into_slots_no_conversation_is_using(settings, embedded_models, monkeypatch):
+    ava = load_persona("ava")
+    await embedded_models.prepare(ava)
+    server = embedded_models._server
+    asked = []
+    warm = server.warm
+
+    async def spy(system_prompt, history=None, *, slots=None):
+        asked.append(slots)
+        return await warm(system_prompt, history, slots=slots)
+
+    monkeypatch.setattr(server, "warm", spy)
+    taken = embedded_models.claim_llm_slot(ava)
+    try:
+        await embedded_models.warm_llm("You answer in one short sentence. Test prompt A.")
+        other = embedded_models.claim_llm_slot(ava)
+        await embedded_models.warm_llm("You answer in one short sentence. Test prompt B.")  # none free
+        embedded_models.release_llm_slot(other)
+    finally:
+        embedded_models.release_llm_slot(taken)
+    assert asked == [[1 - taken], [0]], asked
 
 
 def test_cloud_llms_get_no_next_turn_warm_up(settings, embedded_models):

@@ -282,3 +282,33 @@ async def test_two_slots_keep_their_own_prompt_caches_and_warm_fills_both(binary
                 processed.append(response.json()["timings"]["prompt_n"])
         print(f"prompt tokens processed per request: {processed}")
         assert max(processed) < 20, processed
+
+
+async def test_a_warm_up_for_the_free_slot_leaves_the_busy_one_writing_and_its_cache_whole(binary: Path, model: Path):
+    """A persona warmed (slots=[0]) while another conversation writes its reply in slot 1.
+
+    The warm-up does not wait for that reply, and slot 1 keeps its
+    conversation's cache: its next request processes only the new words.
+    """
+    async with LlamaServer(binary=binary, model=model, parallel=2, ctx_size=1024) as server:
+        messages = [{"role": "system", "content": TUTOR_PROMPT}, {"role": "user", "content": "Tell me a story."}]
+        body = {"messages": messages, "max_tokens": 120, "ignore_eos": True, "id_slot": 1}
+        async with httpx.AsyncClient(timeout=120.0) as client:
+            writing = asyncio.create_task(client.post(f"{server.base_url}/chat/completions", json=body))
+            await asyncio.sleep(1.0)  # slot 1 is writing
+            await server.warm(COACH_PROMPT, slots=[0])
+            assert not writing.done()
+            reply = (await writing).json()
+            assert reply["usage"]["completion_tokens"] == 120  # the other conversation's reply went on
+            story = reply["choices"][0]["message"]["content"]
+            follow_up = {
+                "messages": [*messages, {"role": "assistant", "content": story}, {"role": "user", "content": "Nice."}],
+                "max_tokens": 1,
+                "id_slot": 1,
+            }
+            again = (await client.post(f"{server.base_url}/chat/completions", json=follow_up)).json()
+            coach = {"messages": [{"role": "system", "content": COACH_PROMPT}, {"role": "user", "content": "Hi."}],
+                     "max_tokens": 1, "id_slot": 0}
+            warmed = (await client.post(f"{server.base_url}/chat/completions", json=coach)).json()
+        print(f"slot 1 after the warm-up: {again['timings']['prompt_n']} tokens; slot 0: {warmed['timings']['prompt_n']}")
+        assert again["timings"]["prompt_n"] < 20 and warmed["timings"]["prompt_n"] < 20
