@@ -301,7 +301,7 @@ class ConversationBot:
                 # The client runs the persona's tools: each call goes to it as conversation.tool_call.
                 llm.register_function(None, self._on_tool_call)
             aggregators = LLMContextAggregatorPair(context, user_params=build_user_params(persona))
-            self._next_turn = build_next_turn_warmer(persona, llm, slot=self._llm_slot)
+            self._next_turn = build_next_turn_warmer(persona, llm)
             if self._next_turn is not None:
                 # Once the reply is in the context, the start of the user's next message goes into the LLM's cache.
                 warmer = self._next_turn

@@ -213,10 +213,9 @@ async def _recv_rgb_or_i420(track) -> av.VideoFrame:
     loop = asyncio.get_running_loop()
     while True:
         raw = await track._video_buffer.get()
-        last = getattr(track, "_last_image", None)
-        if raw.image != last or loop.time() - track._last_sent_at >= REPEAT_EVERY_S:
+        if raw.image != track._last_image or loop.time() - track._last_sent_at >= REPEAT_EVERY_S:
             break
-        track.repeats_skipped = getattr(track, "repeats_skipped", 0) + 1
+        track.repeats_skipped += 1
     track._last_image, track._last_sent_at = raw.image, loop.time()
     width, height = raw.size
     if raw.format == "I420":
@@ -230,6 +229,8 @@ async def _recv_rgb_or_i420(track) -> av.VideoFrame:
 def send_replica_video(track: MediaStreamTrack) -> None:
     """Ready pipecat's WebRTC video ``track`` (a ``RawVideoTrack``) for the replica: I420 frames taken, stamps by the clock."""
     stamp_video_by_the_clock(track)
+    track._last_image, track._last_sent_at = None, 0.0  # the frame sent last, and when (loop time)
+    track.repeats_skipped = 0
     track.recv = types.MethodType(_recv_rgb_or_i420, track)
 
 

@@ -438,9 +438,7 @@ class _I420Canvas:
         self.work = base.copy()  # RGB: the portrait, and the features drawn last
         self.source = cv2.cvtColor(base, cv2.COLOR_RGB2YUV_I420)  # the planes the head warp reads
         self._planes = _i420_planes(self.source, w, h)
-        self._boxes = [
-            (x0 - x0 % 2, y0 - y0 % 2, min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)) for x0, y0, x1, y1 in boxes
-        ]
+        self._boxes = [_even(box, self.size) for box in boxes]
         self._keys: list = [None] * len(boxes)  # each feature's key when drawn last (None: not yet)
         self._shown = [False] * len(boxes)  # whether it differs from the portrait in work
         self._out = self.source.copy()  # the last frame, as warped
@@ -536,9 +534,14 @@ def _landing(m: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int
     corners = m[:, :2] @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1]], np.float64) + m[:, 2:]
     (lx, ly), (hx, hy) = corners.min(axis=1) - 2, corners.max(axis=1) + 2
     w, h = size
-    lx, ly = max(0, int(math.floor(lx))), max(0, int(math.floor(ly)))
-    hx, hy = min(w, int(math.ceil(hx))), min(h, int(math.ceil(hy)))
-    return lx - lx % 2, ly - ly % 2, min(w, hx + hx % 2), min(h, hy + hy % 2)
+    return _even((max(0, math.floor(lx)), max(0, math.floor(ly)), min(w, math.ceil(hx)), min(h, math.ceil(hy))), size)
+
+
+def _even(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``box`` widened to even coordinates (its 2x2 chroma blocks whole), within a ``size`` frame."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    return x0 - x0 % 2, y0 - y0 % 2, min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)
 
 
 def _moves(m: np.ndarray, other: np.ndarray, size: tuple[int, int]) -> float:
