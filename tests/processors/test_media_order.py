@@ -43,8 +43,9 @@ class BusyListener(FrameProcessor):
 async def _audio_taken_before_the_transcript(listener: BusyListener) -> int:
     # A backlog of audio, the transcript, then more audio: all queued at once.
     frames = [_audio() for _ in range(20)] + [TranscriptionFrame("Hello there.", "user", "now")] + [_audio() for _ in range(5)]
-    # (The EndFrame, a control frame, would pass the queued audio too: it waits until all is taken.)
-    await run_test(listener, frames_to_send=[*frames, SleepFrame(0.6)])
+    # (The EndFrame, a control frame, would pass the queued audio too: it waits until all is taken.
+    # 25 frames take 0.25 s on an idle machine; the wait leaves room for a busy one.)
+    await run_test(listener, frames_to_send=[*frames, SleepFrame(2.0)])
     names = [name for name, _ in listener.taken]
     assert names.count("InputAudioRawFrame") == 25 and names.count("TranscriptionFrame") == 1
     return names.index("TranscriptionFrame")
